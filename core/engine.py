@@ -1,0 +1,222 @@
+"""The engine: one async entry point every front end uses.
+
+    reply = await engine.answer(Turn(text="...", platform="slack", channel="C1", thread="171.2", user="U1"))
+
+It resolves the channel profile and decoding, retrieves documents when the mode asks for it, builds a prompt
+that fits the context window, runs the model off the event loop (batched with other conversations), and returns
+a `Reply` that records exactly what the model saw. `on_reply` (e.g. the feedback store) is awaited before the
+reply is returned, so a front end only ever posts recorded answers.
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import re
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+from core.config import ChannelProfile, Settings
+from core.decoding import DecodingConfig, resolve_decoding
+from core.models import ChatModel, Generation
+from core.prompts import ConversationMemory, build_prompt, split_reasoning
+from core.types import Message, Reply, Source, TraceStep, Turn
+
+__all__ = ["EMPTY_MESSAGE_REPLY", "Engine", "Retriever", "choose_mode"]
+
+logger = logging.getLogger(__name__)
+
+MODES = ("chat", "rag", "agent", "auto")
+EMPTY_MESSAGE_REPLY = (
+    "Hi! Ask me a question in plain words — for example \"How do I set up the VPN?\" — "
+    "and I'll answer, from the company docs where I can."
+)
+NOTHING_FOUND_REPLY = "I found nothing about that in the documents I can read from this channel."
+NO_ANSWER_REPLY = "Sorry, I couldn't come up with an answer. Try rephrasing, or ask for another answer."
+
+
+class Retriever(Protocol):
+    async def retrieve(self, query: str, *, channel: str, k: int | None = None) -> list[Source]: ...
+
+
+OnReply = Callable[[Reply], Awaitable[None]]
+OnText = Callable[[str], None]
+
+_QUESTION = re.compile(
+    r"(?i)^\s*(how|what|where|when|which|who|why|is|are|can|do|does|should|may)\b|\?\s*$|\b(policy|docs?|handbook)\b"
+)
+
+
+def choose_mode(text: str, *, has_retriever: bool) -> str:
+    """The `auto` rule: questions go to the documents when a retriever is available, everything else is chat.
+    (If retrieval finds nothing relevant, `auto` falls back to chat rather than refusing.)"""
+    if has_retriever and _QUESTION.search(text):
+        return "rag"
+    return "chat"
+
+
+class Engine:
+    def __init__(
+        self,
+        settings: Settings,
+        model: ChatModel,
+        *,
+        retriever: Retriever | None = None,
+        on_reply: OnReply | None = None,
+        format_context: Callable[[list[Source]], str] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.model = model
+        self.retriever = retriever
+        self.on_reply = on_reply
+        self.format_context = format_context or _numbered_excerpts
+        self.memory = ConversationMemory(max_turns=settings.history_turns)
+
+    # -- public ------------------------------------------------------------------------------------------
+
+    async def answer(self, turn: Turn, *, on_text: OnText | None = None) -> Reply:
+        """Answer one turn. `on_text` receives the answer so far while it is generated (not with chain-of-thought,
+        whose reasoning must not be shown)."""
+        t0 = time.perf_counter()
+        if not turn.text.strip():
+            return Reply(answer=EMPTY_MESSAGE_REPLY, turn=turn, mode="none", called_model=False,
+                         model=self.model.name, trace=[TraceStep("empty_message", {})])
+        profile = self.settings.profile_for(turn.channel, turn.channel_name)
+        preset = turn.preset or profile.preset
+        decoding = resolve_decoding(self.settings.presets, preset, turn.decoding)
+        mode, sources, trace = await self._retrieve(turn, profile)
+        if mode == "rag" and not sources:
+            reply = Reply(answer=NOTHING_FOUND_REPLY, turn=turn, mode=mode, preset=preset, called_model=False,
+                          model=self.model.name, decoding=decoding.model_dump(), trace=trace)
+            return await self._finish(reply, t0)
+        history = list(turn.history) if turn.history is not None else self.memory.get(turn.conversation_key)
+        built = build_prompt(
+            profile=profile, history=history, text=turn.text.strip(),
+            context=self.format_context(sources) if sources else None,
+            count_tokens=self.model.count_tokens, truncate=self.model.truncate,
+            context_window=self.model.context_window, reserve=decoding.max_new_tokens,
+        )
+        trace += built.trace
+        stream = None if profile.chain_of_thought else on_text
+        gens = await self.model.generate(built.messages, decoding, on_text=stream)
+        reply = self._reply(turn, gens[0], built.messages, decoding, preset, mode, sources, trace, profile)
+        if turn.history is None:
+            self.memory.append(turn.conversation_key, Message("user", turn.text.strip()),
+                               Message("assistant", reply.answer))
+        return await self._finish(reply, t0)
+
+    async def candidates(self, turn: Turn, n: int = 2) -> list[Reply]:
+        """`n` alternative answers to the same prompt, sampled in one batched call (they share the prompt,
+        so votes on them make preference pairs). The conversation memory is not changed."""
+        if n < 1:
+            raise ValueError("n must be at least 1")
+        if not turn.text.strip():
+            raise ValueError("an empty message has no alternative answers")
+        t0 = time.perf_counter()
+        profile = self.settings.profile_for(turn.channel, turn.channel_name)
+        preset = turn.preset or profile.preset
+        base = resolve_decoding(self.settings.presets, preset, turn.decoding)
+        decoding = _sampling_variant(base, n=n)
+        mode, sources, trace = await self._retrieve(turn, profile)
+        history = list(turn.history) if turn.history is not None else self.memory.get(turn.conversation_key)
+        built = build_prompt(
+            profile=profile, history=history, text=turn.text.strip(),
+            context=self.format_context(sources) if sources else None,
+            count_tokens=self.model.count_tokens, truncate=self.model.truncate,
+            context_window=self.model.context_window, reserve=decoding.max_new_tokens,
+        )
+        gens = await self.model.generate(built.messages, decoding)
+        replies = [self._reply(turn, g, built.messages, decoding, preset, mode, sources, list(trace + built.trace),
+                               profile) for g in gens]
+        for r in replies[1:]:
+            r.sibling_of = replies[0].id
+        return [await self._finish(r, t0) for r in replies]
+
+    async def another(self, previous: Reply, *, on_text: OnText | None = None) -> Reply:
+        """"Try another answer": the same prompt the model saw before, decoded differently, linked as a sibling."""
+        t0 = time.perf_counter()
+        if not previous.prompt:
+            raise ValueError("that reply did not come from the model; there is nothing to answer again")
+        profile = self.settings.profile_for(previous.turn.channel, previous.turn.channel_name)
+        base = DecodingConfig(**previous.decoding) if previous.decoding else self.settings.presets["balanced"]
+        decoding = _sampling_variant(base, n=1)
+        messages = [m.as_dict() for m in previous.prompt]
+        stream = None if profile.chain_of_thought else on_text
+        gens = await self.model.generate(messages, decoding, on_text=stream)
+        trace = [TraceStep("another", {"of": previous.id, "decoding": decoding.model_dump()})]
+        reply = self._reply(previous.turn, gens[0], messages, decoding, previous.preset, previous.mode,
+                            previous.sources, trace, profile)
+        reply.sibling_of = previous.id
+        return await self._finish(reply, t0)
+
+    async def aclose(self) -> None:
+        await self.model.aclose()
+
+    # -- steps -------------------------------------------------------------------------------------------
+
+    async def _retrieve(self, turn: Turn, profile: ChannelProfile) -> tuple[str, list[Source], list[TraceStep]]:
+        mode = turn.mode or profile.mode
+        if mode not in MODES:
+            raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
+        trace: list[TraceStep] = []
+        if mode == "auto":
+            mode = choose_mode(turn.text, has_retriever=self.retriever is not None)
+            trace.append(TraceStep("mode", {"auto": mode}))
+        if mode == "agent":
+            raise ValueError("mode 'agent' is not available yet; use chat, rag or auto")
+        if mode != "rag":
+            return mode, [], trace
+        if self.retriever is None:
+            raise ValueError("mode 'rag' needs documents: ingest some with `kaizen ingest PATH --source NAME`")
+        sources = await self.retriever.retrieve(turn.text.strip(), channel=turn.channel or turn.channel_name,
+                                                k=self.settings.rag.top_k)
+        trace.append(TraceStep("retrieve", {"channel": turn.channel, "sources": [s.id for s in sources]}))
+        if not sources and (turn.mode or profile.mode) == "auto":
+            mode = "chat"  # auto: nothing relevant in the docs, so just chat
+        return mode, sources, trace
+
+    def _reply(self, turn: Turn, g: Generation, messages: list[dict[str, str]], decoding: DecodingConfig,
+               preset: str, mode: str, sources: list[Source], trace: list[TraceStep],
+               profile: ChannelProfile) -> Reply:
+        answer, reasoning = split_reasoning(g.text) if profile.chain_of_thought else (g.text, "")
+        trace = list(trace)
+        if reasoning:
+            trace.append(TraceStep("reasoning", {"text": reasoning}))
+        trace.append(TraceStep("generate", {"prompt_tokens": g.prompt_tokens, "completion_tokens": g.completion_tokens,
+                                            **g.extra}))
+        return Reply(
+            answer=answer or NO_ANSWER_REPLY,
+            turn=turn,
+            sources=list(sources),
+            trace=trace,
+            prompt=[Message(m["role"], m["content"]) for m in messages],
+            model=self.model.name,
+            adapter=self.model.adapter,
+            preset=preset,
+            mode=mode,
+            decoding=decoding.model_dump(),
+            prompt_tokens=g.prompt_tokens,
+            completion_tokens=g.completion_tokens,
+            first_token_ms=None if g.first_token_s is None else g.first_token_s * 1000,
+        )
+
+    async def _finish(self, reply: Reply, t0: float) -> Reply:
+        reply.latency_ms = (time.perf_counter() - t0) * 1000
+        if self.on_reply is not None:
+            await self.on_reply(reply)
+        return reply
+
+
+def _sampling_variant(base: DecodingConfig, *, n: int) -> DecodingConfig:
+    """A different decoding of the same prompt: sampling, a bit warmer than `base`, a fresh seed."""
+    params: dict[str, Any] = base.model_dump()
+    temperature = params["temperature"] if base.strategy == "sample" else 0.7
+    params.update(strategy="sample", num_beams=1, length_penalty=1.0, early_stopping=False,
+                  temperature=min(1.5, temperature + 0.2), top_p=min(params["top_p"], 0.95) if base.strategy ==
+                  "sample" else 0.95, num_return_sequences=n, seed=random.randrange(2**31))
+    return DecodingConfig(**params)
+
+
+def _numbered_excerpts(sources: list[Source]) -> str:
+    return "\n\n".join(f"[{i}] {s.title}\n{s.text}" for i, s in enumerate(sources, 1))

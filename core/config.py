@@ -30,6 +30,7 @@ __all__ = [
     "ModelSettings",
     "RagSettings",
     "Settings",
+    "ToolSettings",
     "load_settings",
 ]
 
@@ -65,7 +66,8 @@ class ChannelProfile(_Strict):
     chain_of_thought: bool = False
     # Follow-ups in a thread the bot already answers in need no new mention (Slack/Discord).
     follow_threads: bool = True
-    tools: list[str] = Field(default_factory=list)
+    # Tools the agent may call in this channel (http_get must be listed explicitly: it is off by default).
+    tools: list[str] = Field(default_factory=lambda: ["calculator", "current_time", "search_docs"])
 
 
 class ModelSettings(_Strict):
@@ -104,8 +106,29 @@ class RagSettings(_Strict):
     chunk_size: int = Field(default=256, ge=32)
     chunk_overlap: int = Field(default=32, ge=0)
     top_k: int = Field(default=4, ge=1, le=50)
-    reranker: str = ""
+    reranker: str = ""  # cross-encoder id or path; "" = no rerank
     embed_batch_size: int = Field(default=32, ge=1)
+    # Chunks each search (dense, BM25) proposes before fusion, rerank and the top-k cut.
+    candidates: int = Field(default=20, ge=1, le=200)
+    # Cosine similarity a chunk needs to count as relevant; below it for all, "nothing found".
+    min_score: float = Field(default=0.2, ge=-1.0, le=1.0)
+    weaviate_collection: str = Field(default="KaizenChunks", pattern=r"^[A-Z][A-Za-z0-9_]*$")
+    weaviate_grpc_port: int = Field(default=50051, ge=1, le=65535)
+
+
+class ToolSettings(_Strict):
+    # Company tools: name -> "module:function" (type hints and docstring describe it to the model).
+    custom: dict[str, str] = Field(default_factory=dict)
+    timeout_s: float = Field(default=10.0, gt=0)
+    max_steps: int = Field(default=5, ge=1, le=20)
+    # Constrained decoding of actions and arguments (in-process backend); off = the tolerant text parser.
+    constrained: bool = True
+    # Use the backend's native tool calling (OpenAI `tools`) where it has one.
+    native: bool = False
+    http_allowlist: list[str] = Field(default_factory=list)
+    http_max_bytes: int = Field(default=100_000, ge=1)
+    http_timeout_s: float = Field(default=5.0, gt=0)
+    observation_max_chars: int = Field(default=1500, ge=100)
 
 
 class Settings(BaseSettings):
@@ -131,6 +154,7 @@ class Settings(BaseSettings):
     weaviate_url: str = ""
     weaviate_api_key: SecretStr = SecretStr("")
     rag: RagSettings = Field(default_factory=RagSettings)
+    tools: ToolSettings = Field(default_factory=ToolSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -43,14 +43,22 @@ class Retriever(Protocol):
 OnReply = Callable[[Reply], Awaitable[None]]
 OnText = Callable[[str], None]
 
+_TOOLISH = re.compile(
+    r"\d\s*[-+*/×÷^%x]\s*\d|\b(calculate|compute|square root|sqrt|percent|times|divided by|multiplied by)\b"
+    r"|\b(what time|time is it|today|date|weekday|day of the week|tomorrow|yesterday)\b",
+    re.IGNORECASE,
+)
 _QUESTION = re.compile(
     r"(?i)^\s*(how|what|where|when|which|who|why|is|are|can|do|does|should|may)\b|\?\s*$|\b(policy|docs?|handbook)\b"
 )
 
 
-def choose_mode(text: str, *, has_retriever: bool) -> str:
-    """The `auto` rule: questions go to the documents when a retriever is available, everything else is chat.
+def choose_mode(text: str, *, has_retriever: bool, has_tools: bool = True) -> str:
+    """The `auto` rule: arithmetic and date/time questions go to the agent (it has the calculator and the clock),
+    other questions to the documents when a retriever is available, everything else is chat.
     (If retrieval finds nothing relevant, `auto` falls back to chat rather than refusing.)"""
+    if has_tools and _TOOLISH.search(text):
+        return "agent"
     if has_retriever and _QUESTION.search(text):
         return "rag"
     return "chat"
@@ -86,6 +94,8 @@ class Engine:
         preset = turn.preset or profile.preset
         decoding = resolve_decoding(self.settings.presets, preset, turn.decoding)
         mode, sources, trace = await self._retrieve(turn, profile)
+        if mode == "agent":
+            return await self._agent(turn, profile, decoding, preset, trace, t0)
         if mode == "rag" and not sources:
             reply = Reply(answer=NOTHING_FOUND_REPLY, turn=turn, mode=mode, preset=preset, called_model=False,
                           model=self.model.name, decoding=decoding.model_dump(), trace=trace)
@@ -161,10 +171,8 @@ class Engine:
             raise ValueError(f"unknown mode {mode!r}; valid modes: {', '.join(MODES)}")
         trace: list[TraceStep] = []
         if mode == "auto":
-            mode = choose_mode(turn.text, has_retriever=self.retriever is not None)
+            mode = choose_mode(turn.text, has_retriever=self.retriever is not None, has_tools=bool(profile.tools))
             trace.append(TraceStep("mode", {"auto": mode}))
-        if mode == "agent":
-            raise ValueError("mode 'agent' is not available yet; use chat, rag or auto")
         if mode != "rag":
             return mode, [], trace
         if self.retriever is None:
@@ -175,6 +183,36 @@ class Engine:
         if not sources and (turn.mode or profile.mode) == "auto":
             mode = "chat"  # auto: nothing relevant in the docs, so just chat
         return mode, sources, trace
+
+    async def _agent(self, turn: Turn, profile: ChannelProfile, decoding: DecodingConfig, preset: str,
+                     trace: list[TraceStep], t0: float) -> Reply:
+        from core.agent import APOLOGY, ReActAgent
+        from core.tools import build_tools
+
+        channel = turn.channel or turn.channel_name
+        tools = build_tools(self.settings.tools, profile.tools, retriever=self.retriever, channel=channel,
+                            k=self.settings.rag.top_k)
+        history = list(turn.history) if turn.history is not None else self.memory.get(turn.conversation_key)
+        agent = ReActAgent(self.model, tools, self.settings.tools)
+        try:
+            result = await agent.run(persona=profile.system_prompt, history=history, question=turn.text.strip(),
+                                     decoding=decoding)
+        except Exception as e:  # noqa: BLE001 - the user gets an apology, the trace the reason
+            logger.exception("agent failed")
+            reply = Reply(answer=APOLOGY, turn=turn, mode="agent", preset=preset, model=self.model.name,
+                          decoding=decoding.model_dump(), trace=[*trace, TraceStep("error", {"error": repr(e)})])
+            return await self._finish(reply, t0)
+        prompt_dicts = [m.as_dict() for m in result.prompt]
+        reply = Reply(
+            answer=result.answer, turn=turn, trace=[*trace, *result.trace], prompt=result.prompt,
+            model=self.model.name, adapter=self.model.adapter, preset=preset, mode="agent",
+            decoding=decoding.model_dump(), prompt_tokens=self.model.count_tokens(prompt_dicts),
+            completion_tokens=result.completion_tokens,
+        )
+        if turn.history is None:
+            self.memory.append(turn.conversation_key, Message("user", turn.text.strip()),
+                               Message("assistant", reply.answer))
+        return await self._finish(reply, t0)
 
     def _reply(self, turn: Turn, g: Generation, messages: list[dict[str, str]], decoding: DecodingConfig,
                preset: str, mode: str, sources: list[Source], trace: list[TraceStep],

@@ -22,6 +22,15 @@ async def server(unused_tcp_port_factory=None):
         seen.append({"body": body, "auth": request.headers.get("Authorization")})
         if state["fail"]:
             return web.json_response({"error": {"message": "model overloaded"}}, status=503)
+        if body.get("tools"):
+            last = body["messages"][-1]
+            if last["role"] == "tool":
+                return web.json_response({"choices": [{"index": 0, "message": {
+                    "role": "assistant", "content": f"The result is {last['content']}."}}]})
+            call = {"id": "call_1", "type": "function",
+                    "function": {"name": "calculator", "arguments": json.dumps({"expression": "17 * 23"})}}
+            return web.json_response({"choices": [{"index": 0, "message": {
+                "role": "assistant", "content": None, "tool_calls": [call]}}]})
         question = body["messages"][-1]["content"]
         answer = f"echo: {question} (model={body['model']})"
         if body.get("stream"):
@@ -106,4 +115,31 @@ async def test_engine_over_http(server, isolated_env):
     sent = seen[-1]["body"]["messages"]
     assert [m["content"] for m in sent[1:]] == ["What is up?", reply.answer, "And then?"]  # history kept
     assert follow.answer.startswith("echo: And then?")
+    await engine.aclose()
+
+
+async def test_native_tool_calling_agent(server, isolated_env):
+    url, seen, _ = server
+    settings = load_settings(model={"backend": "openai", "base_url": url, "name": "served-model"},
+                             tools={"native": True}, default={"mode": "agent", "tools": ["calculator"]})
+    engine = Engine(settings, OpenAIChatModel(settings.model))
+    reply = await engine.answer(Turn(text="What is 17 * 23?", preset="precise"))
+    assert reply.answer == "The result is 391."
+    [action] = [s.detail for s in reply.trace if s.kind == "action"]
+    assert action["tool"] == "calculator" and action["observation"] == "391" and action["native"]
+    sent = seen[-1]["body"]
+    assert sent["tools"][0]["function"]["name"] == "calculator"
+    assert sent["tools"][0]["function"]["parameters"]["required"] == ["expression"]
+    await engine.aclose()
+
+
+async def test_tolerant_agent_over_http(server, isolated_env):
+    # The echo server never writes the ReAct format: the tolerant parser takes its text as the answer.
+    url, seen, _ = server
+    settings = load_settings(model={"backend": "openai", "base_url": url, "name": "served-model"},
+                             default={"mode": "agent", "tools": ["calculator"]})
+    engine = Engine(settings, OpenAIChatModel(settings.model))
+    reply = await engine.answer(Turn(text="What is 2 + 2?", preset="precise"))
+    assert reply.answer.startswith("echo:") and reply.mode == "agent"
+    assert "calculator" in seen[-1]["body"]["messages"][0]["content"]  # tools described in the system prompt
     await engine.aclose()

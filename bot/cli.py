@@ -28,12 +28,14 @@ PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="decoding 
 ModeOpt = Annotated[str | None, typer.Option("--mode", "-m", help="chat, rag, agent or auto")]
 
 
-def _engine(settings):
-    from bot.runtime import build_engine
+def _engine(settings, *, record: bool = True):
+    """Engine with the model, the ingested documents (if any) and the feedback store (answers are recorded)."""
+    from bot.runtime import build_engine, open_retriever_if_any, open_store
     from core.models import ModelNotFoundError
 
+    store = open_store(settings) if record else None
     try:
-        return build_engine(settings)
+        return build_engine(settings, store=store, retriever=open_retriever_if_any(settings)), store
     except ModelNotFoundError as e:
         fail(str(e))
 
@@ -66,7 +68,7 @@ def ask(
     _check_channel(settings, channel)
     if preset is not None and preset not in settings.presets:
         fail(f"unknown preset {preset!r}; valid presets: {', '.join(sorted(settings.presets))}")
-    engine = _engine(settings)
+    engine, store = _engine(settings)
     turn = Turn(text=text, platform="console", channel=channel, channel_name=channel, thread="",
                 user=os.environ.get("USER", "console"), preset=preset, mode=mode)
 
@@ -86,6 +88,8 @@ def ask(
     typer.echo(reply.answer)
     for i, s in enumerate(reply.sources, 1):
         typer.echo(f"[{i}] {s.title or s.uri} ({s.uri})")
+    if reply.called_model:
+        typer.secho(f"(answer {reply.id} — vote with `kaizen vote {reply.id} up|down`)", dim=True, err=True)
 
 
 @app.command()
@@ -102,11 +106,11 @@ def chat(
         fail(f"unknown preset {preset!r}; valid presets: {', '.join(sorted(settings.presets))}")
     from bot.console import ConsoleChat
 
-    engine = _engine(settings)
+    engine, store = _engine(settings)
 
     async def run():
         try:
-            await ConsoleChat(engine, channel=channel, preset=preset, mode=mode).run()
+            await ConsoleChat(engine, channel=channel, preset=preset, mode=mode, store=store).run()
         finally:
             await engine.aclose()
 
@@ -124,6 +128,21 @@ def serve(config: ConfigOpt = None) -> None:
              "front end; unset them to chat in the terminal")
     print("No Slack or Discord tokens configured: opening the console chat.", file=sys.stderr)
     chat(channel="", preset=None, mode=None, config=config)
+
+
+def _mount() -> None:
+    # Command modules of the other packages; each imports its heavy parts inside its commands.
+    from bot.cli_feedback import feedback_app, vote
+    from bot.cli_rag import eval_app, ingest, sources_app
+
+    app.command()(ingest)
+    app.add_typer(sources_app, name="sources")
+    app.command()(vote)
+    app.add_typer(feedback_app, name="feedback")
+    app.add_typer(eval_app, name="eval")
+
+
+_mount()
 
 
 def main() -> None:

@@ -8,6 +8,7 @@ import logging
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 from rich.console import Console
 
@@ -21,7 +22,10 @@ logger = logging.getLogger(__name__)
 HELP = """Commands:
   /preset NAME    decoding preset for the next messages (/preset alone lists them)
   /mode NAME      chat, rag, agent or auto
-  /trace          show what the engine did for the last answer (prompt, trims, reasoning)
+  /trace          show what the engine did for the last answer (prompt, trims, reasoning, tool calls)
+  /up, /down      vote 👍 or 👎 on the last answer (/retract takes the vote back)
+  /reason TEXT    say why, for your vote on the last answer
+  /another        try another answer (different decoding); votes on the two make a preference pair
   /reset          forget this conversation
   /help           this text
   /quit           leave (Ctrl-D works too)"""
@@ -38,6 +42,7 @@ class ConsoleChat:
     read: Callable[[str], str] = input
     last: Reply | None = None
     thread: str = "console"
+    store: Any = None  # feedback.FeedbackStore: votes from /up, /down, /reason
 
     def turn(self, text: str) -> Turn:
         return Turn(text=text, platform="console", channel=self.channel, channel_name=self.channel,
@@ -59,6 +64,9 @@ class ConsoleChat:
             await self.say(line)
 
     async def say(self, text: str) -> Reply | None:
+        return await self._show(lambda on_text: self.engine.answer(self.turn(text), on_text=on_text))
+
+    async def _show(self, produce) -> Reply | None:
         shown = 0
 
         def on_text(so_far: str) -> None:
@@ -72,7 +80,7 @@ class ConsoleChat:
         sys.stdout.write("kaizen> ")
         sys.stdout.flush()
         try:
-            reply = await self.engine.answer(self.turn(text), on_text=on_text)
+            reply = await produce(on_text)
         except ValueError as e:  # unknown preset/mode and other user mistakes
             sys.stdout.write("\n")
             self.console.print(f"[red]{e}[/red]")
@@ -123,12 +131,46 @@ class ConsoleChat:
                     self.console.print("no answer yet")
                 else:
                     self.show_trace(self.last)
+            case "up" | "down" | "retract" | "reason":
+                self.feedback(name, arg)
+            case "another":
+                if self.last is None or not self.last.called_model:
+                    self.console.print("no answer from the model to try again")
+                else:
+                    previous = self.last
+                    await self._show(lambda on_text: self.engine.another(previous, on_text=on_text))
             case "reset":
                 self.engine.memory.clear(self.turn("").conversation_key)
                 self.console.print("conversation forgotten")
             case _:
                 self.console.print(f"[red]unknown command /{name}[/red]\n{HELP}")
         return True
+
+    def feedback(self, name: str, arg: str) -> None:
+        if self.store is None:
+            self.console.print("[red]no feedback store is open[/red]")
+            return
+        if self.last is None or not self.last.called_model:
+            self.console.print("no answer to vote on yet")
+            return
+        iid = self.last.id
+        try:
+            match name:
+                case "up" | "down":
+                    self.store.vote(interaction_id=iid, user=self.user, value=1 if name == "up" else -1,
+                                    reason=arg or None)
+                    self.console.print(f"{'👍' if name == 'up' else '👎'} recorded for {iid}")
+                case "retract":
+                    self.store.retract_vote(interaction_id=iid, user=self.user)
+                    self.console.print("vote taken back")
+                case "reason":
+                    if not arg:
+                        self.console.print("usage: /reason TEXT")
+                        return
+                    self.store.set_reason(interaction_id=iid, user=self.user, reason=arg)
+                    self.console.print("reason recorded")
+        except Exception as e:  # noqa: BLE001 - a clear line, never a traceback in the chat
+            self.console.print(f"[red]{e}[/red]")
 
     def show_trace(self, reply: Reply) -> None:
         self.console.print(f"[bold]reply {reply.id}[/bold] model={reply.model} adapter={reply.adapter or '-'} "

@@ -173,10 +173,11 @@ class ReActAgent:
                 pad += " (same call as before: see the observation above)\n"
                 break
             last_call = call
-            result.valid_calls += self._valid(step)
+            valid = self._valid(step)
+            result.valid_calls += valid
             observation = await self._observe(step)
             result.trace.append(TraceStep("action", {
-                "thought": step.get("thought", ""), "tool": step.get("tool"),
+                "thought": step.get("thought", ""), "tool": step.get("tool"), "valid": valid,
                 "arguments": step.get("arguments", step.get("raw_input")), "observation": observation,
                 **({"error": step["error"]} if "error" in step else {}),
             }))
@@ -331,9 +332,11 @@ class ReActAgent:
                     except json.JSONDecodeError:
                         step["error"] = "arguments are not valid JSON"
                 result.calls += 1
-                result.valid_calls += self._valid(step)
+                valid = self._valid(step)
+                result.valid_calls += valid
                 observation = await self._observe(step)
                 result.trace.append(TraceStep("action", {"thought": step["thought"], "tool": step["tool"],
+                                                         "valid": valid,
                                                          "arguments": step.get("arguments"),
                                                          "observation": observation, "native": True}))
                 messages.append({"role": "tool", "tool_call_id": call.get("id", ""), "content": observation})

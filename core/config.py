@@ -12,7 +12,7 @@ import os
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
+from pydantic import AliasChoices, BaseModel, ConfigDict, Field, SecretStr, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -131,6 +131,12 @@ class ToolSettings(_Strict):
     observation_max_chars: int = Field(default=1500, ge=100)
 
 
+def _alias(env_name: str) -> AliasChoices:
+    """A field read from the platform's usual variable (e.g. SLACK_BOT_TOKEN), its KAIZEN_ form, or the TOML key."""
+    field = env_name.lower()
+    return AliasChoices(env_name, f"KAIZEN_{env_name}", field)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="KAIZEN_",
@@ -155,6 +161,19 @@ class Settings(BaseSettings):
     weaviate_api_key: SecretStr = SecretStr("")
     rag: RagSettings = Field(default_factory=RagSettings)
     tools: ToolSettings = Field(default_factory=ToolSettings)
+
+    # Front ends. Platform credentials use the platforms' usual variable names.
+    rate_limit_per_minute: int = Field(default=10, ge=1)
+    slack_bot_token: SecretStr = Field(default=SecretStr(""), validation_alias=_alias("SLACK_BOT_TOKEN"))
+    slack_app_token: SecretStr = Field(default=SecretStr(""), validation_alias=_alias("SLACK_APP_TOKEN"))
+    slack_signing_secret: SecretStr = Field(default=SecretStr(""), validation_alias=_alias("SLACK_SIGNING_SECRET"))
+    slack_api_url: str = "https://slack.com/api/"
+    slack_port: int = Field(default=3000, ge=1, le=65535)
+    discord_token: SecretStr = Field(default=SecretStr(""), validation_alias=_alias("DISCORD_TOKEN"))
+    discord_api_url: str = ""  # "" = Discord's own
+    discord_gateway_url: str = ""
+    discord_sharded: bool = False
+    discord_threads: bool = True  # answer channel messages in a thread created from the question
 
     @classmethod
     def settings_customise_sources(

@@ -247,12 +247,15 @@ class Engine:
 
 
 def _sampling_variant(base: DecodingConfig, *, n: int) -> DecodingConfig:
-    """A different decoding of the same prompt: sampling, a bit warmer than `base`, a fresh seed."""
+    """A different decoding of the same prompt: sampling with a fresh seed. From greedy or beam, the `balanced`
+    knobs (a small model derails when sampled without top-k); from sampling, a touch warmer."""
     params: dict[str, Any] = base.model_dump()
-    temperature = params["temperature"] if base.strategy == "sample" else 0.7
+    if base.strategy == "sample":
+        params.update(temperature=min(1.0, base.temperature + 0.1))
+    else:
+        params.update(temperature=0.7, top_p=0.9, top_k=50)
     params.update(strategy="sample", num_beams=1, length_penalty=1.0, early_stopping=False,
-                  temperature=min(1.5, temperature + 0.2), top_p=min(params["top_p"], 0.95) if base.strategy ==
-                  "sample" else 0.95, num_return_sequences=n, seed=random.randrange(2**31))
+                  num_return_sequences=n, seed=random.randrange(2**31))
     return DecodingConfig(**params)
 
 

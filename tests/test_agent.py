@@ -106,7 +106,7 @@ async def test_loop_mechanics_scripted():
     assert result.answer == "It is 42."
     [action, final] = result.trace
     assert action.kind == "action" and action.detail == {
-        "thought": "I should multiply.", "tool": "calculator", "arguments": {"expression": "6 * 7"},
+        "thought": "I should multiply.", "tool": "calculator", "arguments": {"expression": "6 * 7"}, "valid": True,
         "observation": "42"}
     assert final.kind == "final"
     assert "Observation: 42" in model.seen[1][-1]["content"]  # the observation reached the model

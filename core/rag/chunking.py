@@ -1,0 +1,109 @@
+"""From Documents to token-sized chunks with a fixed metadata schema.
+
+Every chunk carries the same metadata keys with the same types (the embedded store infers its schema
+from the first rows it sees): title, section, file, path, page, source, channels, access.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from llama_index.core.node_parser import MarkdownNodeParser, SentenceSplitter
+from llama_index.core.schema import BaseNode, NodeRelationship, RelatedNodeInfo, TextNode, TransformComponent
+
+from core.config import RagSettings
+
+__all__ = ["CHUNK_KEYS", "SECTION_SEPARATOR", "FileLink", "SectionSplitter", "doc_key", "splitters"]
+
+SECTION_SEPARATOR = " > "
+CHUNK_KEYS = ("title", "section", "file", "path", "page", "source", "channels", "access")
+# Title and section help the embedding find a chunk; the rest is bookkeeping the model need not read.
+_HIDDEN_KEYS = ["file", "path", "page", "source", "channels", "access"]
+_PATH_SEPARATOR = "\x1f"  # cannot occur in a heading, unlike '/'
+
+
+def doc_key(source: str, file: str) -> str:
+    """The id all chunks of one file share, so a changed or deleted file's chunks go in one delete."""
+    return f"{source}::{file}"
+
+
+class SectionSplitter(TransformComponent):
+    """Cuts heading-marked documents at headings; stamps every piece with the chunk metadata schema.
+
+    Input documents carry `title`, `page` and `kind` (from readers) and `file`, `path`, `source`,
+    `channels`, `access` (from ingest).
+    """
+
+    def __call__(self, nodes: Sequence[BaseNode], **kwargs: Any) -> list[BaseNode]:
+        parser = MarkdownNodeParser(header_path_separator=_PATH_SEPARATOR, include_prev_next_rel=False)
+        pieces: list[BaseNode] = []
+        for doc in nodes:
+            if doc.metadata.get("kind") == "headed":
+                for section in parser.get_nodes_from_node(doc):
+                    # A heading directly followed by a subheading has no text of its own.
+                    if re.sub(r"^#+\s+.*", "", section.get_content(), count=1).strip():
+                        pieces.append(_piece(doc, section.get_content(), _section_path(section)))
+            else:
+                pieces.append(_piece(doc, doc.get_content(), ""))
+        return [p for p in pieces if p.get_content().strip()]
+
+
+def _section_path(section: BaseNode) -> str:
+    # The parser records the parent headings; the section's own heading is its first line.
+    parents = [p for p in section.metadata.get("header_path", "").split(_PATH_SEPARATOR) if p]
+    own = re.match(r"^#+\s+(.*)", section.get_content())
+    return SECTION_SEPARATOR.join([*parents, own.group(1).strip()] if own else parents)
+
+
+def _piece(doc: BaseNode, text: str, section: str) -> TextNode:
+    meta = doc.metadata
+    return TextNode(
+        text=text,
+        metadata={
+            # Bounded so the metadata never crowds the text out of a chunk.
+            "title": str(meta.get("title", ""))[:200],
+            "section": section[:200],
+            "file": str(meta["file"]),
+            "path": str(meta["path"]),
+            "page": int(meta.get("page") or 0),
+            "source": str(meta["source"]),
+            "channels": str(meta.get("channels", "")),
+            "access": str(meta["access"]),
+        },
+        excluded_embed_metadata_keys=list(_HIDDEN_KEYS),
+        excluded_llm_metadata_keys=list(_HIDDEN_KEYS),
+        relationships={
+            NodeRelationship.SOURCE: RelatedNodeInfo(node_id=doc_key(meta["source"], meta["file"]))
+        },
+    )
+
+
+class FileLink(TransformComponent):
+    """Points each chunk at its file (not the intermediate section) and keeps exactly the schema keys."""
+
+    def __call__(self, nodes: Sequence[BaseNode], **kwargs: Any) -> Sequence[BaseNode]:
+        for node in nodes:
+            node.metadata = {key: node.metadata[key] for key in CHUNK_KEYS}
+            node.relationships = {
+                NodeRelationship.SOURCE: RelatedNodeInfo(
+                    node_id=doc_key(node.metadata["source"], node.metadata["file"])
+                )
+            }
+        return nodes
+
+
+def splitters(rag: RagSettings, count_tokens: Callable[[str], list[int]]) -> list[TransformComponent]:
+    """Section split, then token-sized chunks with overlap measured in the embedding model's tokens."""
+    overlap = min(rag.chunk_overlap, rag.chunk_size // 2)
+    return [
+        SectionSplitter(),
+        SentenceSplitter(
+            chunk_size=rag.chunk_size,
+            chunk_overlap=overlap,
+            tokenizer=count_tokens,
+            include_prev_next_rel=False,
+        ),
+        FileLink(),
+    ]

@@ -1,0 +1,121 @@
+"""The feedback tables: conversations, the interactions recorded in them, and the votes on each interaction.
+
+The schema itself is created and changed only by the Alembic revisions in `feedback/migrations/versions`;
+these classes must describe the head revision exactly (a test compares the two).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+__all__ = ["Conversation", "Interaction", "TABLES", "UTCDateTime", "Vote"]
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timestamps go in and come out as aware UTC datetimes on every backend (SQLite keeps no zone)."""
+
+    impl = sa.DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: Kaizen stores UTC timestamps only")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: sa.Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Conversation(SQLModel, table=True):
+    """One place answers are given in: a platform thread, or a channel when there is no thread."""
+
+    __tablename__ = "conversations"
+    __table_args__ = (sa.UniqueConstraint("platform", "workspace", "channel", "thread", name="uq_conversations_key"),)
+
+    id: str = Field(sa_column=sa.Column(sa.String(32), primary_key=True))
+    platform: str = Field(sa_column=sa.Column(sa.String(), nullable=False))
+    workspace: str = Field(sa_column=sa.Column(sa.String(), nullable=False))
+    channel: str = Field(sa_column=sa.Column(sa.String(), nullable=False))
+    channel_name: str = Field(sa_column=sa.Column(sa.String(), nullable=False))
+    thread: str = Field(sa_column=sa.Column(sa.String(), nullable=False))
+    created_at: datetime = Field(default_factory=_utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+class Interaction(SQLModel, table=True):
+    """One answer exactly as it was produced: what the model saw, what it said, and how."""
+
+    __tablename__ = "interactions"
+    __table_args__ = (
+        sa.UniqueConstraint("platform", "message_ref", name="uq_interactions_message_ref"),
+        sa.Index("ix_interactions_conversation_id", "conversation_id"),
+        sa.Index("ix_interactions_sibling_of", "sibling_of"),
+        sa.Index("ix_interactions_created_at", "created_at"),
+    )
+
+    id: str = Field(sa_column=sa.Column(sa.String(32), primary_key=True))
+    conversation_id: str = Field(
+        sa_column=sa.Column(sa.String(32), sa.ForeignKey("conversations.id", ondelete="CASCADE"), nullable=False)
+    )
+    # An alternative answer ("try another answer") points at the interaction it is a sibling of.
+    sibling_of: str | None = Field(
+        default=None,
+        sa_column=sa.Column(sa.String(32), sa.ForeignKey("interactions.id", ondelete="SET NULL"), nullable=True),
+    )
+    platform: str = Field(sa_column=sa.Column(sa.String(), nullable=False))
+    user_id: str = Field(sa_column=sa.Column(sa.String(), nullable=False))
+    question: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
+    # [{"role", "content"}, ...]: exactly the messages the model saw.
+    prompt: list[dict[str, Any]] = Field(sa_column=sa.Column(sa.JSON(), nullable=False))
+    # [{"id", "title", "uri", "channels"}, ...]: empty channels = anyone may read the source.
+    sources: list[dict[str, Any]] = Field(sa_column=sa.Column(sa.JSON(), nullable=False))
+    restricted: bool = Field(sa_column=sa.Column(sa.Boolean(), nullable=False))
+    answer: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
+    model: str = Field(sa_column=sa.Column(sa.String(), nullable=False))
+    adapter: str = Field(sa_column=sa.Column(sa.String(), nullable=False))
+    preset: str = Field(sa_column=sa.Column(sa.String(), nullable=False))
+    mode: str = Field(sa_column=sa.Column(sa.String(), nullable=False))
+    decoding: dict[str, Any] = Field(sa_column=sa.Column(sa.JSON(), nullable=False))
+    called_model: bool = Field(sa_column=sa.Column(sa.Boolean(), nullable=False))
+    latency_ms: float = Field(sa_column=sa.Column(sa.Float(), nullable=False))
+    first_token_ms: float | None = Field(default=None, sa_column=sa.Column(sa.Float(), nullable=True))
+    prompt_tokens: int = Field(sa_column=sa.Column(sa.Integer(), nullable=False))
+    completion_tokens: int = Field(sa_column=sa.Column(sa.Integer(), nullable=False))
+    # The platform's reference to the posted message (e.g. Slack "channel:ts"), attached after posting.
+    message_ref: str | None = Field(default=None, sa_column=sa.Column(sa.String(), nullable=True))
+    created_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+class Vote(SQLModel, table=True):
+    """One user's 👍 (+1) or 👎 (-1) on one interaction; changing the reaction updates this row."""
+
+    __tablename__ = "votes"
+    __table_args__ = (
+        sa.UniqueConstraint("interaction_id", "user_id", name="uq_votes_interaction_user"),
+        sa.CheckConstraint("value IN (-1, 1)", name="ck_votes_value"),
+    )
+
+    id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer(), primary_key=True, autoincrement=True))
+    interaction_id: str = Field(
+        sa_column=sa.Column(sa.String(32), sa.ForeignKey("interactions.id", ondelete="CASCADE"), nullable=False)
+    )
+    user_id: str = Field(sa_column=sa.Column(sa.String(), nullable=False))
+    value: int = Field(sa_column=sa.Column(sa.SmallInteger(), nullable=False))
+    reason: str | None = Field(default=None, sa_column=sa.Column(sa.Text(), nullable=True))
+    created_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+TABLES: tuple[sa.Table, ...] = (Conversation.__table__, Interaction.__table__, Vote.__table__)  # type: ignore[attr-defined]

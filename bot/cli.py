@@ -118,16 +118,24 @@ def chat(
 
 
 @app.command()
-def serve(config: ConfigOpt = None) -> None:
-    """Run the configured front ends; with no Slack or Discord tokens, open the console chat."""
-    settings_or_exit(config)  # fail early on bad configuration
-    configured = [name for name, var in (("Slack", "SLACK_BOT_TOKEN"), ("Discord", "DISCORD_TOKEN"))
-                  if os.environ.get(var)]
-    if configured:
-        fail(f"{' and '.join(configured)} tokens are set, but this version of Kaizen has only the console "
-             "front end; unset them to chat in the terminal")
-    print("No Slack or Discord tokens configured: opening the console chat.", file=sys.stderr)
-    chat(channel="", preset=None, mode=None, config=config)
+def serve(
+    config: ConfigOpt = None,
+    console: Annotated[bool, typer.Option(help="with no Slack/Discord tokens, open the console chat")] = True,
+) -> None:
+    """Run the configured front ends (Slack, Discord) with /healthz and /metrics; with no tokens, the console chat."""
+    from bot.serve import configured_platforms
+    from bot.serve import serve as run_serve
+    from core.models import ModelNotFoundError
+
+    settings = settings_or_exit(config)
+    if not configured_platforms(settings) and console:
+        print("No Slack or Discord tokens configured: opening the console chat.", file=sys.stderr)
+    try:
+        asyncio.run(run_serve(settings, console=console))
+    except ModelNotFoundError as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        pass
 
 
 def _mount() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 from pathlib import Path
 
 import typer
@@ -23,5 +22,7 @@ def settings_or_exit(config: Path | None = None) -> Settings:
         settings = load_settings(config)
     except ConfigError as e:
         fail(str(e))
-    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from bot.observability import setup_logging
+
+    setup_logging(settings)
     return settings

@@ -62,8 +62,10 @@ class _Seen:
 
 
 class Dispatcher:
-    def __init__(self, engine: Engine, store: Any = None, *, rate_limit_per_minute: int = 10) -> None:
+    def __init__(self, engine: Engine, store: Any = None, *, rate_limit_per_minute: int = 10,
+                 metrics: Any = None) -> None:
         self.engine = engine
+        self.metrics = metrics  # bot.observability.Metrics, or None
         self.store = store  # a feedback.FeedbackStore, or None (then nothing is recorded)
         self.limiter = RateLimiter(rate_limit_per_minute)
         self._seen = _Seen()
@@ -102,6 +104,7 @@ class Dispatcher:
             return self._canned(msg, str(e), "invalid_request")
         except Exception:
             logger.exception("engine failed on a %s message", msg.platform)
+            self._count_error("engine")
             return self._canned(msg, APOLOGY, "error")
         if msg.thread:
             self.bot_threads.add((msg.platform, msg.channel, msg.thread))
@@ -131,6 +134,8 @@ class Dispatcher:
             return None  # not one of our answers
         if ev.added:
             await asyncio.to_thread(self.store.vote, interaction_id=interaction_id, user=ev.user, value=value)
+            if self.metrics is not None:
+                self.metrics.vote(value)
         else:
             await self._retract_if(interaction_id, ev.user, value)
         return interaction_id
@@ -150,6 +155,8 @@ class Dispatcher:
                     await asyncio.to_thread(self.store.vote, interaction_id=press.interaction_id, user=press.user,
                                             value=1 if press.action == "up" else -1,
                                             reason=press.reason or None)
+                    if self.metrics is not None:
+                        self.metrics.vote(1 if press.action == "up" else -1)
                 return None
             case "reason":
                 if self.store is not None:
@@ -168,11 +175,16 @@ class Dispatcher:
             reply = await self.engine.another(previous, on_text=on_text)
         except Exception:
             logger.exception("another answer failed")
+            self._count_error("engine")
             return self._canned_turn(previous.turn, APOLOGY, "error")
         self._remember(reply)
         return reply
 
     # -- helpers -----------------------------------------------------------------------------------------
+
+    def _count_error(self, kind: str) -> None:
+        if self.metrics is not None:
+            self.metrics.error(kind)
 
     def _remember(self, reply: Reply) -> None:
         self._recent[reply.id] = reply

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
@@ -36,5 +37,22 @@ def build_engine(settings: Settings, *, store: Any = None, retriever: Any = None
     from core.rag import format_context
 
     model = load_model(settings)
+    _serve_promoted_adapter(settings, model)
     return Engine(settings, model, retriever=retriever, on_reply=store.on_reply if store is not None else None,
                   format_context=format_context)
+
+
+def _serve_promoted_adapter(settings: Settings, model: Any) -> None:
+    """Start on the adapter the nightly job promoted (unless the config pins one); a broken one is logged and the
+    base model served instead."""
+    from core.adapters import AdapterError, current_adapter
+
+    if settings.model.adapter:
+        return
+    try:
+        found = current_adapter(settings.data_dir)
+        if found is not None:
+            asyncio.run(model.set_adapter(found[0], str(found[1])))
+            logger.info("serving promoted adapter %s", found[0])
+    except (AdapterError, OSError, ValueError) as e:
+        logger.error("not serving the promoted adapter: %s; using the base model", e)

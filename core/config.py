@@ -149,6 +149,12 @@ class Settings(BaseSettings):
 
     data_dir: Path = Path("data")
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    log_format: Literal["text", "json"] = "text"
+    # `kaizen serve` exposes /healthz and /metrics here (0 = off).
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=0, le=65535)
+    # How often serving checks for a newly promoted LoRA adapter (seconds; 0 = never).
+    adapter_poll_s: float = Field(default=30.0, ge=0)
     model: ModelSettings = Field(default_factory=ModelSettings)
     presets: dict[str, DecodingConfig] = Field(default_factory=dict)
     default: ChannelProfile = Field(default_factory=ChannelProfile)
@@ -223,8 +229,8 @@ def _describe(error: ValidationError) -> str:
         field = ".".join(str(p) for p in e["loc"]) or "settings"
         got = e.get("input")
         shown = "" if isinstance(got, dict) or got is None else f" (got {got!r})"
-        lines.append(f"  {field}: {e['msg']}{shown}")
-    return "invalid Kaizen configuration:\n" + "\n".join(lines)
+        lines.append(f"{field}: {e['msg']}{shown}")
+    return "invalid Kaizen configuration: " + "; ".join(lines)
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:

@@ -1,0 +1,92 @@
+"""`kaizen serve`: the model, stores and every configured front end in one process, with /healthz and /metrics."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import Any
+
+from bot.dispatcher import Dispatcher
+from bot.observability import HealthServer, Metrics
+from core.config import Settings
+from core.types import Reply
+
+__all__ = ["configured_platforms", "serve"]
+
+logger = logging.getLogger(__name__)
+
+
+def configured_platforms(settings: Settings) -> list[str]:
+    platforms = []
+    if settings.slack_bot_token.get_secret_value():
+        platforms.append("slack")
+    if settings.discord_token.get_secret_value():
+        platforms.append("discord")
+    return platforms
+
+
+async def serve(settings: Settings, *, console: bool, started: asyncio.Event | None = None) -> None:
+    """Run until cancelled (or, with the console, until the user quits)."""
+    from bot.runtime import build_engine, open_retriever_if_any, open_store
+
+    metrics = Metrics()
+    health = HealthServer(settings.http_host, settings.http_port, metrics) if settings.http_port else None
+    if health is not None:
+        await health.start()  # up at once, unready until the model and stores are
+    # 1. Stores and model, loaded off the event loop so the health endpoint answers meanwhile.
+    store = await asyncio.to_thread(open_store, settings)
+    retriever = await asyncio.to_thread(open_retriever_if_any, settings)
+    engine = await asyncio.to_thread(build_engine, settings, store=store, retriever=retriever)
+    record = engine.on_reply
+
+    async def on_reply(reply: Reply) -> None:
+        if record is not None:
+            await record(reply)
+        metrics.observe_reply(reply)
+
+    engine.on_reply = on_reply
+    dispatcher = Dispatcher(engine, store, rate_limit_per_minute=settings.rate_limit_per_minute, metrics=metrics)
+    metrics.set_adapter(engine.model.adapter)
+    platforms = configured_platforms(settings)
+    if health is not None:
+        health.detail = {"status": "ok", "model": engine.model.name, "adapter": engine.model.adapter or "base",
+                         "documents": retriever is not None, "platforms": platforms}
+        health.ready = True
+    if started is not None:
+        started.set()
+    # 2. Front ends and the adapter watcher run side by side; one failing stops the process loudly.
+    tasks: list[asyncio.Task[Any]] = []
+    try:
+        if "slack" in platforms:
+            from bot.slack_adapter import run_slack
+
+            tasks.append(asyncio.create_task(run_slack(settings, dispatcher), name="slack"))
+        if "discord" in platforms:
+            from bot.discord_adapter import run_discord
+
+            tasks.append(asyncio.create_task(run_discord(settings, dispatcher), name="discord"))
+        if settings.adapter_poll_s:
+            from core.adapters import watch_adapter
+
+            tasks.append(asyncio.create_task(
+                watch_adapter(settings.data_dir, engine.model, settings.adapter_poll_s), name="adapters"))
+        if not platforms and console:
+            from bot.console import ConsoleChat
+
+            await ConsoleChat(engine, store=store).run()
+            return
+        if not platforms:
+            logger.warning("no Slack or Discord tokens configured: serving only /healthz and /metrics")
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        for t in done:
+            t.result()
+    finally:
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        if health is not None:
+            health.ready = False
+            await health.stop()
+        await engine.aclose()
+        if store is not None:
+            store.close()

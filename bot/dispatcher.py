@@ -82,7 +82,7 @@ class Dispatcher:
         if msg.is_dm or msg.mentioned:
             return True
         if msg.thread and (msg.in_bot_thread or (msg.platform, msg.channel, msg.thread) in self.bot_threads):
-            profile = self.engine.settings.profile_for(msg.channel, msg.channel_name)
+            profile = self.engine.settings.profile_for(msg.channel, msg.channel_name, msg.workspace)
             return profile.follow_threads
         return False
 
@@ -164,13 +164,17 @@ class Dispatcher:
                                             user=press.user, reason=press.reason or None)
                 return None
             case "another":
-                return await self.another(press.interaction_id, on_text=on_text)
+                return await self.another(press.interaction_id, on_text=on_text, user=f"{press.platform}:{press.user}")
         raise ValueError(f"unknown button action {press.action!r}")
 
-    async def another(self, interaction_id: str, *, on_text: Callable[[str], None] | None = None) -> Reply | None:
+    async def another(self, interaction_id: str, *, on_text: Callable[[str], None] | None = None,
+                      user: str = "") -> Reply | None:
+        """A sibling answer to `interaction_id`; `user` ("platform:id") counts against the rate limit."""
         previous = self._recent.get(interaction_id) or await self._load(interaction_id)
         if previous is None:
             return None
+        if user and not self.limiter.allow(user):
+            return self._canned_turn(previous.turn, RATE_LIMITED, "rate_limited")
         try:
             reply = await self.engine.another(previous, on_text=on_text)
         except Exception:

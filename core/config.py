@@ -207,7 +207,8 @@ class Settings(BaseSettings):
         return self
 
     def profile_for(self, *names: str) -> ChannelProfile:
-        """The profile of the first channel id or name that has one, else the default."""
+        """The profile of the first of `names` that has one (channel id, channel name, then workspace/guild),
+        else the default."""
         for name in names:
             if name and name in self.channels:
                 return self.channels[name]

@@ -90,7 +90,7 @@ class Engine:
         if not turn.text.strip():
             return Reply(answer=EMPTY_MESSAGE_REPLY, turn=turn, mode="none", called_model=False,
                          model=self.model.name, trace=[TraceStep("empty_message", {})])
-        profile = self.settings.profile_for(turn.channel, turn.channel_name)
+        profile = self.settings.profile_for(turn.channel, turn.channel_name, turn.workspace)
         preset = turn.preset or profile.preset
         decoding = resolve_decoding(self.settings.presets, preset, turn.decoding)
         mode, sources, trace = await self._retrieve(turn, profile)
@@ -124,7 +124,7 @@ class Engine:
         if not turn.text.strip():
             raise ValueError("an empty message has no alternative answers")
         t0 = time.perf_counter()
-        profile = self.settings.profile_for(turn.channel, turn.channel_name)
+        profile = self.settings.profile_for(turn.channel, turn.channel_name, turn.workspace)
         preset = turn.preset or profile.preset
         base = resolve_decoding(self.settings.presets, preset, turn.decoding)
         decoding = _sampling_variant(base, n=n)
@@ -148,7 +148,7 @@ class Engine:
         t0 = time.perf_counter()
         if not previous.prompt:
             raise ValueError("that reply did not come from the model; there is nothing to answer again")
-        profile = self.settings.profile_for(previous.turn.channel, previous.turn.channel_name)
+        profile = self.settings.profile_for(previous.turn.channel, previous.turn.channel_name, previous.turn.workspace)
         base = DecodingConfig(**previous.decoding) if previous.decoding else self.settings.presets["balanced"]
         decoding = _sampling_variant(base, n=1)
         messages = [m.as_dict() for m in previous.prompt]

@@ -125,6 +125,7 @@ def serve(
     """Run the configured front ends (Slack, Discord) with /healthz and /metrics; with no tokens, the console chat."""
     from bot.serve import configured_platforms
     from bot.serve import serve as run_serve
+    from core.config import ConfigError
     from core.models import ModelNotFoundError
 
     settings = settings_or_exit(config)
@@ -132,7 +133,7 @@ def serve(
         print("No Slack or Discord tokens configured: opening the console chat.", file=sys.stderr)
     try:
         asyncio.run(run_serve(settings, console=console))
-    except ModelNotFoundError as e:
+    except (ModelNotFoundError, ConfigError) as e:  # e.g. a token the platform rejects
         fail(str(e))
     except KeyboardInterrupt:
         pass

@@ -12,6 +12,7 @@ from typing import Any
 
 from bot.events import ButtonPress, IncomingMessage, Reaction, vote_value
 from core.engine import Engine
+from feedback import FeedbackError
 from core.types import Message, Reply, Source, Turn
 
 __all__ = ["APOLOGY", "Dispatcher", "RateLimiter", "RATE_LIMITED"]
@@ -70,7 +71,8 @@ class Dispatcher:
         self.limiter = RateLimiter(rate_limit_per_minute)
         self._seen = _Seen()
         self._recent: OrderedDict[str, Reply] = OrderedDict()
-        self.bot_threads: set[tuple[str, str, str]] = set()  # (platform, channel, thread) the bot answers in
+        # (platform, channel, thread) the bot answers in; bounded, oldest forgotten first.
+        self.bot_threads: OrderedDict[tuple[str, str, str], None] = OrderedDict()
 
     # -- messages ----------------------------------------------------------------------------------------
 
@@ -107,7 +109,9 @@ class Dispatcher:
             self._count_error("engine")
             return self._canned(msg, APOLOGY, "error")
         if msg.thread:
-            self.bot_threads.add((msg.platform, msg.channel, msg.thread))
+            self.bot_threads[(msg.platform, msg.channel, msg.thread)] = None
+            while len(self.bot_threads) > 50_000:
+                self.bot_threads.popitem(last=False)
         self._remember(reply)
         return reply
 
@@ -160,8 +164,11 @@ class Dispatcher:
                 return None
             case "reason":
                 if self.store is not None:
-                    await asyncio.to_thread(self.store.set_reason, interaction_id=press.interaction_id,
-                                            user=press.user, reason=press.reason or None)
+                    try:
+                        await asyncio.to_thread(self.store.set_reason, interaction_id=press.interaction_id,
+                                                user=press.user, reason=press.reason or None)
+                    except FeedbackError as e:  # e.g. a reason without a vote: nothing to attach it to
+                        logger.info("reason not recorded: %s", e)
                 return None
             case "another":
                 return await self.another(press.interaction_id, on_text=on_text, user=f"{press.platform}:{press.user}")

@@ -12,8 +12,8 @@ from typing import Any
 
 from bot.events import ButtonPress, IncomingMessage, Reaction, vote_value
 from core.engine import Engine
-from feedback import FeedbackError
 from core.types import Message, Reply, Source, Turn
+from feedback import FeedbackError
 
 __all__ = ["APOLOGY", "Dispatcher", "RateLimiter", "RATE_LIMITED"]
 

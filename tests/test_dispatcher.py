@@ -74,6 +74,10 @@ async def test_buttons_and_another(setup):
                                reason="too vague"))
     [vote] = store.get_votes(interaction_id=first.id)
     assert vote.value == -1 and vote.reason == "too vague"
+    # A reason from someone who has not voted has nothing to attach to: ignored, no error.
+    assert await d.button(ButtonPress(platform="slack", user="U4", action="reason", interaction_id=first.id,
+                                      reason="hm")) is None
+    assert len(store.get_votes(interaction_id=first.id)) == 1
     sibling = await d.button(ButtonPress(platform="slack", user="U3", action="another", interaction_id=first.id))
     assert sibling.sibling_of == first.id and sibling.prompt == first.prompt
     assert store.get_interaction(interaction_id=sibling.id).sibling_of == first.id

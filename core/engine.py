@@ -37,7 +37,7 @@ NO_ANSWER_REPLY = "Sorry, I couldn't come up with an answer. Try rephrasing, or 
 
 
 class Retriever(Protocol):
-    async def retrieve(self, query: str, *, channel: str, k: int | None = None) -> list[Source]: ...
+    async def retrieve(self, query: str, *, channel: str | tuple[str, ...], k: int | None = None) -> list[Source]: ...
 
 
 OnReply = Callable[[Reply], Awaitable[None]]
@@ -177,7 +177,7 @@ class Engine:
             return mode, [], trace
         if self.retriever is None:
             raise ValueError("mode 'rag' needs documents: ingest some with `kaizen ingest PATH --source NAME`")
-        sources = await self.retriever.retrieve(turn.text.strip(), channel=turn.channel or turn.channel_name,
+        sources = await self.retriever.retrieve(turn.text.strip(), channel=(turn.channel, turn.channel_name),
                                                 k=self.settings.rag.top_k)
         trace.append(TraceStep("retrieve", {"channel": turn.channel, "sources": [s.id for s in sources]}))
         if not sources and (turn.mode or profile.mode) == "auto":
@@ -189,7 +189,7 @@ class Engine:
         from core.agent import APOLOGY, ReActAgent
         from core.tools import build_tools
 
-        channel = turn.channel or turn.channel_name
+        channel = (turn.channel, turn.channel_name)
         tools = build_tools(self.settings.tools, profile.tools, retriever=self.retriever, channel=channel,
                             k=self.settings.rag.top_k)
         history = list(turn.history) if turn.history is not None else self.memory.get(turn.conversation_key)

@@ -183,7 +183,7 @@ def _http_get_tool(cfg: ToolSettings) -> Callable[..., Any]:
     return http_get
 
 
-def _search_docs_tool(retriever: Any, channel: str, k: int) -> Callable[..., Any]:
+def _search_docs_tool(retriever: Any, channel: Any, k: int) -> Callable[..., Any]:
     async def search_docs(query: str) -> str:
         """Search the company documents this channel may read and return the most relevant excerpts.
 
@@ -211,7 +211,7 @@ def _import_tool(spec: str) -> Callable[..., Any]:
     return fn
 
 
-def build_tools(cfg: ToolSettings, enabled: list[str], *, retriever: Any = None, channel: str = "",
+def build_tools(cfg: ToolSettings, enabled: list[str], *, retriever: Any = None, channel: Any = "",
                 k: int = 4) -> dict[str, Tool]:
     """The tools enabled for one channel, by name. Unknown names are an error listing the available ones."""
     custom = {name: spec for name, spec in cfg.custom.items()}

@@ -15,7 +15,15 @@ from llama_index.core.schema import BaseNode, NodeRelationship, RelatedNodeInfo,
 
 from core.config import RagSettings
 
-__all__ = ["CHUNK_KEYS", "SECTION_SEPARATOR", "FileLink", "SectionSplitter", "doc_key", "splitters"]
+__all__ = [
+    "CHUNK_KEYS",
+    "SECTION_SEPARATOR",
+    "FileLink",
+    "SectionSplitter",
+    "chunk_node",
+    "doc_key",
+    "splitters",
+]
 
 SECTION_SEPARATOR = " > "
 CHUNK_KEYS = ("title", "section", "file", "path", "page", "source", "channels", "access")
@@ -59,24 +67,35 @@ def _section_path(section: BaseNode) -> str:
 
 def _piece(doc: BaseNode, text: str, section: str) -> TextNode:
     meta = doc.metadata
+    metadata = {
+        # Bounded so the metadata never crowds the text out of a chunk.
+        "title": str(meta.get("title", ""))[:200],
+        "section": section[:200],
+        "file": str(meta["file"]),
+        "path": str(meta["path"]),
+        "page": int(meta.get("page") or 0),
+        "source": str(meta["source"]),
+        "channels": str(meta.get("channels", "")),
+        "access": str(meta["access"]),
+    }
+    return chunk_node(text, metadata)
+
+
+def chunk_node(
+    text: str, metadata: dict[str, Any], *, id_: str | None = None, embedding: list[float] | None = None
+) -> TextNode:
+    """A chunk as llama-index sees it: schema metadata, bookkeeping keys hidden from model and embedding."""
+    extra = {"id_": id_} if id_ else {}
     return TextNode(
         text=text,
-        metadata={
-            # Bounded so the metadata never crowds the text out of a chunk.
-            "title": str(meta.get("title", ""))[:200],
-            "section": section[:200],
-            "file": str(meta["file"]),
-            "path": str(meta["path"]),
-            "page": int(meta.get("page") or 0),
-            "source": str(meta["source"]),
-            "channels": str(meta.get("channels", "")),
-            "access": str(meta["access"]),
-        },
+        metadata=metadata,
+        embedding=embedding,
         excluded_embed_metadata_keys=list(_HIDDEN_KEYS),
         excluded_llm_metadata_keys=list(_HIDDEN_KEYS),
         relationships={
-            NodeRelationship.SOURCE: RelatedNodeInfo(node_id=doc_key(meta["source"], meta["file"]))
+            NodeRelationship.SOURCE: RelatedNodeInfo(node_id=doc_key(metadata["source"], metadata["file"]))
         },
+        **extra,
     )
 
 

@@ -133,15 +133,11 @@ def _pdf_reason(error: BaseException | None) -> str:
 
 
 def _read_docx(path: Path) -> list[Document]:
-    import zipfile
-
     from llama_index.readers.file import DocxReader
 
     try:
         docs = DocxReader().load_data(path)
-    except (zipfile.BadZipFile, KeyError) as e:
-        raise UnreadableFile(f"unreadable DOCX ({type(e).__name__}: {e})") from None
-    except Exception as e:  # docx2txt surfaces XML parser errors of several types
+    except Exception as e:  # docx2txt surfaces zip, missing-part and XML parser errors of several types
         raise UnreadableFile(f"unreadable DOCX ({type(e).__name__}: {e})") from None
     return [_doc(d.text, _title_from_name(path), PLAIN) for d in docs]
 

@@ -10,6 +10,7 @@ import asyncio
 import logging
 import re
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -40,6 +41,9 @@ class _Candidate:
     cosine: float
     vector: np.ndarray
     rerank: float | None = None
+
+
+Channels = str | Sequence[str]
 
 
 class Retriever:
@@ -77,11 +81,15 @@ class Retriever:
                 )
             self._ready = True
 
-    async def retrieve(self, query: str, *, channel: str, k: int | None = None) -> list[Source]:
-        """The top `k` (default rag.top_k) relevant chunks `channel` may read; [] when nothing is relevant."""
+    async def retrieve(self, query: str, *, channel: Channels, k: int | None = None) -> list[Source]:
+        """The top `k` (default rag.top_k) relevant chunks `channel` may read; [] when nothing is relevant.
+
+        `channel` may also be several names of the one channel asking, e.g. `(turn.channel,
+        turn.channel_name)`: a source ingested with `--channels eng` is readable where any of them is "eng".
+        """
         return await asyncio.to_thread(self.search, query, channel=channel, k=k)
 
-    def search(self, query: str, *, channel: str | None, k: int | None = None) -> list[Source]:
+    def search(self, query: str, *, channel: Channels | None, k: int | None = None) -> list[Source]:
         """Blocking form of `retrieve`. `channel=None` searches every source: for operators' tools only."""
         rag = self._settings.rag
         k = k or rag.top_k

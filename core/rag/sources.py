@@ -11,6 +11,7 @@ import logging
 import os
 import re
 import tempfile
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -56,8 +57,10 @@ class SourceRecord:
     def chunks(self) -> int:
         return sum(f.chunks for f in self.files.values())
 
-    def readable_in(self, channel: str) -> bool:
-        return self.public or normalize_channel(channel) in self.channels
+    def readable_in(self, channel: str | Sequence[str]) -> bool:
+        """`channel` may be several names for one channel (its id and its name): any of them counts."""
+        names = [channel] if isinstance(channel, str) else list(channel)
+        return self.public or any(normalize_channel(n) in self.channels for n in names)
 
 
 class SourceRegistry:
@@ -108,7 +111,7 @@ class SourceRegistry:
     def get(self, name: str) -> SourceRecord | None:
         return self.sources().get(name)
 
-    def restricted_sources_for(self, channel: str) -> list[str]:
+    def restricted_sources_for(self, channel: str | Sequence[str]) -> list[str]:
         """Names of the restricted sources `channel` may read (public ones need no naming)."""
         return sorted(s.name for s in self.sources().values() if not s.public and s.readable_in(channel))
 

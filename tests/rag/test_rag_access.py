@@ -140,3 +140,9 @@ def test_weaviate_store_syncs_and_filters_like_lancedb(tmp_path, embedder, handb
     finally:
         store._client.collections.delete(collection)
         store.close()
+
+
+def test_a_channel_known_by_id_and_name_reads_what_either_may(corpus):
+    _, retriever = corpus
+    assert retriever.search(NIGHTINGALE, channel=("C0123ABC", "#hr"))[0].source == "hr"
+    assert _restricted(retriever.search(NIGHTINGALE, channel=("C0123ABC", "general"), k=50)) == []

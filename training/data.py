@@ -1,0 +1,210 @@
+"""Datasets for the stages: read, check and split the feedback store's exports (and curated JSONL files).
+
+Formats are trl's conversational ones, as `feedback` exports them:
+- sft:     {"messages": [..., {"role": "assistant", ...}]}   (or {"prompt": [...], "completion": [...]})
+- pairs:   {"prompt": [...], "chosen": [assistant msg], "rejected": [assistant msg]}
+- kto:     {"prompt": [...], "completion": [assistant msg], "label": true|false}
+- prompts: {"prompt": [...]}                                  (for RL)
+
+A malformed row rejects the whole dataset with its place named; rows that are well-formed but unusable (chosen equal
+to rejected, an empty answer, longer than max_length) are skipped and counted; nothing usable left is an error.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+__all__ = [
+    "Checked",
+    "DatasetError",
+    "Kind",
+    "check",
+    "holdout_split",
+    "prompt_key",
+    "prompts_from",
+    "read_jsonl",
+    "to_prompt_completion",
+]
+
+Kind = Literal["sft", "pairs", "kto", "prompts"]
+ROLES = {"system", "user", "assistant", "tool"}
+
+
+class DatasetError(ValueError):
+    """A dataset that cannot be trained on; the message names the file/row and the problem."""
+
+
+@dataclass
+class Checked:
+    kind: str
+    rows: list[dict[str, Any]]
+    skipped: Counter[str] = field(default_factory=Counter)
+
+    def describe(self) -> str:
+        text = f"{len(self.rows)} {self.kind} example(s)"
+        if self.skipped:
+            reasons = ", ".join(f"{n} {why}" for why, n in self.skipped.most_common())
+            text += f" ({sum(self.skipped.values())} skipped: {reasons})"
+        return text
+
+
+def read_jsonl(path: Path | str) -> list[dict[str, Any]]:
+    """Rows of a JSONL file; a line that is not a JSON object is an error naming file and line."""
+    path = Path(path)
+    rows = []
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except FileNotFoundError:
+        raise DatasetError(f"dataset file not found: {path}") from None
+    except UnicodeDecodeError as e:
+        raise DatasetError(f"{path}: not UTF-8 text ({e})") from None
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError as e:
+            raise DatasetError(f"{path}:{number}: not valid JSON ({e.args[0]})") from None
+        if not isinstance(row, dict):
+            raise DatasetError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+        rows.append(row)
+    return rows
+
+
+def _messages(value: Any, where: str, name: str) -> list[dict[str, str]]:
+    if not isinstance(value, list) or not value:
+        raise DatasetError(f"{where}: {name!r} must be a non-empty list of {{role, content}} messages")
+    for m in value:
+        if not isinstance(m, dict) or m.get("role") not in ROLES or not isinstance(m.get("content"), str):
+            raise DatasetError(f"{where}: {name!r} has a message that is not {{role: {'|'.join(sorted(ROLES))}, "
+                               f"content: string}}: {json.dumps(m)[:120]}")
+    return value
+
+
+def _answer(value: Any, where: str, name: str) -> str:
+    messages = _messages(value, where, name)
+    if len(messages) != 1 or messages[0]["role"] != "assistant":
+        raise DatasetError(f"{where}: {name!r} must be exactly one assistant message")
+    return messages[0]["content"].strip()
+
+
+def _require(row: dict[str, Any], keys: tuple[str, ...], where: str, kind: str) -> None:
+    missing = [k for k in keys if k not in row]
+    if missing:
+        raise DatasetError(f"{where}: a {kind} row needs {', '.join(keys)}; missing {', '.join(missing)}")
+
+
+def check(rows: list[dict[str, Any]], kind: Kind, *, tokenizer: Any = None, max_length: int | None = None,
+          source: str = "dataset") -> Checked:
+    """Validate `rows` as `kind`; with a tokenizer, skip examples whose tokens exceed `max_length`
+    (for prompts: whose prompt alone does)."""
+    out = Checked(kind, [])
+    for index, row in enumerate(rows, 1):
+        where = f"{source} row {index}"
+        # Step 1: structure (a malformed row means the file is wrong: reject it all, loudly).
+        match kind:
+            case "sft":
+                if "messages" in row:
+                    msgs = _messages(row["messages"], where, "messages")
+                    if msgs[-1]["role"] != "assistant":
+                        raise DatasetError(f"{where}: the last message must be the assistant's answer")
+                    prompt, answers = msgs[:-1], [msgs[-1]["content"].strip()]
+                else:
+                    _require(row, ("prompt", "completion"), where, "sft (messages, or prompt + completion)")
+                    prompt = _messages(row["prompt"], where, "prompt")
+                    answers = [_answer(row["completion"], where, "completion")]
+            case "pairs":
+                _require(row, ("prompt", "chosen", "rejected"), where, kind)
+                prompt = _messages(row["prompt"], where, "prompt")
+                answers = [_answer(row["chosen"], where, "chosen"), _answer(row["rejected"], where, "rejected")]
+            case "kto":
+                _require(row, ("prompt", "completion", "label"), where, kind)
+                prompt = _messages(row["prompt"], where, "prompt")
+                answers = [_answer(row["completion"], where, "completion")]
+                if not isinstance(row["label"], bool):
+                    raise DatasetError(f"{where}: 'label' must be true or false, got {row['label']!r}")
+            case "prompts":
+                _require(row, ("prompt",), where, kind)
+                prompt, answers = _messages(row["prompt"], where, "prompt"), []
+            case _:
+                raise ValueError(f"unknown dataset kind {kind!r}")
+        # Step 2: content that is well-formed but teaches nothing is skipped and counted.
+        if not prompt and kind != "sft":
+            raise DatasetError(f"{where}: the prompt has no messages")
+        if any(not a for a in answers):
+            out.skipped["empty answer"] += 1
+            continue
+        if kind == "pairs" and answers[0] == answers[1]:
+            out.skipped["chosen equals rejected"] += 1
+            continue
+        if tokenizer is not None and max_length is not None and _too_long(tokenizer, prompt, answers, max_length):
+            out.skipped[f"longer than max_length {max_length}"] += 1
+            continue
+        out.rows.append(row)
+    if not out.rows:
+        why = f": {out.describe()}" if out.skipped else ""
+        raise DatasetError(f"{source}: no usable {kind} examples{why}")
+    return out
+
+
+def _too_long(tokenizer: Any, prompt: list[dict[str, str]], answers: list[str], max_length: int) -> bool:
+    def count(messages: list[dict[str, str]], generation_prompt: bool) -> int:
+        ids = tokenizer.apply_chat_template(messages, tokenize=True, add_generation_prompt=generation_prompt,
+                                            return_dict=True)["input_ids"]
+        return len(ids)
+
+    if not answers:
+        return count(prompt, True) >= max_length
+    return any(count(prompt + [{"role": "assistant", "content": a}], False) > max_length for a in answers)
+
+
+def to_prompt_completion(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """SFT rows as prompt/completion, so the loss covers the answer only. (`assistant_only_loss` would need
+    {% generation %} markers in the chat template, which SmolLM2's, like most, does not have.)"""
+    out = []
+    for row in rows:
+        if "messages" in row:
+            out.append({"prompt": row["messages"][:-1], "completion": row["messages"][-1:]})
+        else:
+            out.append({"prompt": row["prompt"], "completion": row["completion"]})
+    return out
+
+
+def prompt_key(prompt: list[dict[str, str]]) -> str:
+    return hashlib.sha256(json.dumps(prompt, sort_keys=True).encode()).hexdigest()
+
+
+def _prompt_of(row: dict[str, Any]) -> list[dict[str, str]]:
+    return row["prompt"] if "prompt" in row else row["messages"][:-1]
+
+
+def prompts_from(*datasets: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The distinct prompts of any rows, in first-seen order, as {"prompt": [...]} (the RL dataset)."""
+    seen, out = set(), []
+    for rows in datasets:
+        for row in rows:
+            prompt = _prompt_of(row)
+            key = prompt_key(prompt)
+            if prompt and key not in seen:
+                seen.add(key)
+                out.append({"prompt": prompt})
+    return out
+
+
+def holdout_split(datasets: dict[str, list[dict[str, Any]]], fraction: float
+                  ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]]:
+    """Hold out `fraction` of the distinct prompts (at least one when there are two or more), the same prompts
+    in every dataset, so the gate never judges on a question any stage trained on. Deterministic."""
+    keys = sorted({prompt_key(_prompt_of(r)) for rows in datasets.values() for r in rows})
+    n = math.ceil(len(keys) * fraction) if fraction > 0 and len(keys) >= 2 else 0
+    # Ordering by hash is a fixed pseudo-random shuffle: the same data always splits the same way.
+    held_keys = set(sorted(keys, key=lambda k: hashlib.sha256(("holdout" + k).encode()).hexdigest())[:n])
+    train = {kind: [r for r in rows if prompt_key(_prompt_of(r)) not in held_keys] for kind, rows in datasets.items()}
+    held = {kind: [r for r in rows if prompt_key(_prompt_of(r)) in held_keys] for kind, rows in datasets.items()}
+    return train, held

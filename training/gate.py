@@ -1,0 +1,250 @@
+"""The evaluation gate: a candidate adapter is promoted only if it beats the serving one on data no stage trained on.
+
+Measured on the held-out split of the night's feedback, candidate vs serving (the promoted adapter, or the base):
+- reward-model win rate: both answer each held-out prompt (greedy); the reward model prefers whose? (ties = half)
+- preference accuracy: share of held-out pairs where the policy finds the liked answer likelier (per token), and
+  preference shift: share where the candidate, relative to the serving policy, moved toward the liked answer
+- KTO agreement (labelled answers only): did the candidate move each answer's likelihood the way its vote says?
+- regression set: must-still-answer questions (JSONL: {"question", "expect": [any of these substrings]}).
+
+`decide` is the rule: no must-still-answer question the serving model answers may be lost, and the primary metric
+(win rate, else preference shift, else KTO agreement) must be at least 0.5 + `margin`; preference accuracy may not
+fall by more than `max_pref_drop`.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from training.common import RECIPES_DIR, RecipeError
+
+__all__ = ["GateConfig", "GateReport", "decide", "evaluate", "load_regression"]
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_REGRESSION = RECIPES_DIR / "regression.jsonl"
+
+
+@dataclass
+class GateConfig:
+    # How much better the candidate must be: win rate >= 0.5 + margin, or accuracy/agreement gain >= margin.
+    margin: float = 0.05
+    # Preference accuracy may drop by at most this much when the win rate decides.
+    max_pref_drop: float = 0.05
+    regression_file: str = ""  # "" = the packaged training/recipes/regression.jsonl
+    max_new_tokens: int = 64
+    # Must-still-answer questions get more room: a list-style answer may state the fact late.
+    regression_max_new_tokens: int = 128
+    # At most this many held-out prompts, pairs and labelled answers each (the gate's cost grows with them).
+    max_examples: int = 32
+    batch_size: int = 8
+
+    def check(self) -> None:
+        if not -1 <= self.margin <= 1:
+            raise RecipeError(f"gate.margin must be in [-1, 1], got {self.margin}")
+        if min(self.max_new_tokens, self.regression_max_new_tokens, self.batch_size) < 1 or self.max_examples < 0:
+            raise RecipeError("gate.max_new_tokens, regression_max_new_tokens and batch_size must be >= 1, "
+                              "gate.max_examples >= 0")
+
+
+@dataclass
+class GateReport:
+    promote: bool
+    reason: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def load_regression(path: Path | str | None = None) -> list[dict[str, Any]]:
+    """The must-still-answer questions; a malformed file is an error naming the line."""
+    from training.data import DatasetError, read_jsonl
+
+    file = Path(path) if path else DEFAULT_REGRESSION
+    rows = read_jsonl(file)
+    for number, row in enumerate(rows, 1):
+        expect = row.get("expect", [])
+        if not isinstance(row.get("question"), str) or not row["question"].strip():
+            raise DatasetError(f"{file} row {number}: needs a non-empty 'question'")
+        if isinstance(expect, str):
+            row["expect"] = [expect]
+        elif not isinstance(expect, list) or not all(isinstance(e, str) for e in expect):
+            raise DatasetError(f"{file} row {number}: 'expect' must be a string or a list of strings")
+    return rows
+
+
+def decide(config: GateConfig, m: dict[str, Any]) -> tuple[bool, str]:
+    """Promote or not, and why, from the metrics `evaluate` measured."""
+    # Step 1: losing a must-still-answer question vetoes everything else.
+    lost = m.get("regression_lost") or []
+    if lost:
+        return False, f"regression: no longer answers {len(lost)} must-still-answer question(s): {'; '.join(lost)}"
+    pref_c, pref_s = m.get("pref_acc_candidate"), m.get("pref_acc_serving")
+    # Step 2: the primary metric must beat the serving adapter by the margin.
+    if m.get("win_rate") is not None:
+        need = 0.5 + config.margin
+        if m["win_rate"] < need:
+            return False, f"reward-model win rate {m['win_rate']:.2f} is below {need:.2f}"
+        if pref_c is not None and pref_c < pref_s - config.max_pref_drop:
+            return False, f"preference accuracy fell from {pref_s:.2f} to {pref_c:.2f}"
+        return True, f"reward-model win rate {m['win_rate']:.2f} >= {need:.2f}"
+    if m.get("pref_shift") is not None:
+        need = 0.5 + config.margin
+        if m["pref_shift"] < need:
+            return False, f"the candidate moved toward the liked answer on {m['pref_shift']:.2f} of held-out pairs, " \
+                          f"below {need:.2f}"
+        if pref_c is not None and pref_c < pref_s - config.max_pref_drop:
+            return False, f"preference accuracy fell from {pref_s:.2f} to {pref_c:.2f}"
+        return True, f"the candidate moved toward the liked answer on {m['pref_shift']:.2f} of held-out pairs"
+    if m.get("kto_agreement") is not None:
+        need = 0.5 + config.margin
+        if m["kto_agreement"] < need:
+            return False, f"KTO agreement {m['kto_agreement']:.2f} is below {need:.2f}"
+        return True, f"KTO agreement {m['kto_agreement']:.2f} >= {need:.2f}"
+    return False, ("nothing held out to judge on: the gate needs held-out prompts and a reward model, held-out "
+                   "pairs, or held-out labelled answers")
+
+
+class _Policies:
+    """The base model with the candidate and (if any) the serving adapter loaded side by side."""
+
+    def __init__(self, base_model: str, candidate: Path, serving: Path | None, batch_size: int) -> None:
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM
+
+        from training.common import load_tokenizer
+
+        self.device = "cuda" if torch.cuda.is_available() else "cpu"
+        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
+        self.tokenizer = load_tokenizer(base_model)
+        self.tokenizer.padding_side = "left"  # generation continues where each prompt ends
+        base = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype).to(self.device)
+        self.model = PeftModel.from_pretrained(base, str(candidate), adapter_name="candidate").eval()
+        self.has_serving = serving is not None
+        if serving is not None:
+            self.model.load_adapter(str(serving), adapter_name="serving")
+        self.batch_size = batch_size
+
+    @contextmanager
+    def use(self, which: str):
+        if which == "serving" and not self.has_serving:
+            with self.model.disable_adapter():  # nothing promoted yet: the base model serves
+                yield
+        else:
+            self.model.set_adapter(which)
+            yield
+
+    def generate(self, which: str, prompts: list[list[dict[str, str]]], max_new_tokens: int) -> list[str]:
+        import torch
+
+        out: list[str] = []
+        tok = self.tokenizer
+        with self.use(which):
+            for i in range(0, len(prompts), self.batch_size):
+                enc = tok.apply_chat_template(prompts[i:i + self.batch_size], add_generation_prompt=True,
+                                              return_tensors="pt", padding=True, return_dict=True
+                                              ).to(self.device)
+                with torch.inference_mode():
+                    ids = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
+                                              pad_token_id=tok.pad_token_id)
+                width = enc["input_ids"].shape[1]
+                out += [tok.decode(row[width:], skip_special_tokens=True).strip() for row in ids]
+        return out
+
+    def logp(self, which: str, prompt: list[dict[str, str]], answer: str) -> float:
+        """Mean log-probability per answer token (the end-of-turn token included)."""
+        import torch
+
+        tok = self.tokenizer
+        head = tok.apply_chat_template(prompt, add_generation_prompt=True, return_dict=True)["input_ids"]
+        full = tok.apply_chat_template(prompt + [{"role": "assistant", "content": answer}],
+                                       return_dict=True)["input_ids"]
+        ids = torch.tensor([full], device=self.device)
+        with self.use(which), torch.inference_mode():
+            logits = self.model(input_ids=ids).logits[0, :-1].float()
+        targets = ids[0, 1:]
+        logps = torch.log_softmax(logits, -1).gather(1, targets[:, None])[:, 0]
+        return float(logps[len(head) - 1:].mean())
+
+
+def evaluate(
+    config: GateConfig,
+    *,
+    base_model: str,
+    candidate: Path,
+    serving: Path | None = None,
+    reward_adapter: Path | None = None,
+    prompts: list[list[dict[str, str]]] | None = None,
+    pairs: list[dict[str, Any]] | None = None,
+    kto: list[dict[str, Any]] | None = None,
+    regression: list[dict[str, Any]] | None = None,
+    system_prompt: str = "",
+) -> GateReport:
+    """Measure candidate vs serving on the held-out data and decide."""
+    cap = config.max_examples
+    prompts, pairs, kto = (prompts or [])[:cap], (pairs or [])[:cap], (kto or [])[:cap]
+    regression = regression or []
+    policies = _Policies(base_model, candidate, serving, config.batch_size)
+    m: dict[str, Any] = {"serving": str(serving) if serving else "base model"}
+
+    # Step 1: win rate — both policies answer the held-out prompts, the reward model judges each couple.
+    if prompts and reward_adapter is not None:
+        from training.reward import load_reward_model, score
+
+        cand = policies.generate("candidate", prompts, config.max_new_tokens)
+        serv = policies.generate("serving", prompts, config.max_new_tokens)
+        rm, rm_tok = load_reward_model(base_model, reward_adapter)
+        rc, rs = score(rm, rm_tok, prompts, cand), score(rm, rm_tok, prompts, serv)
+        wins = sum(1.0 if c > s else 0.5 if c == s else 0.0 for c, s in zip(rc, rs, strict=True))
+        m |= {"prompts": len(prompts), "win_rate": round(wins / len(prompts), 4),
+              "reward_candidate": round(sum(rc) / len(rc), 4), "reward_serving": round(sum(rs) / len(rs), 4)}
+        del rm
+
+    # Step 2: preference accuracy on held-out pairs, for both policies, and whether the candidate moved toward the
+    # liked answer relative to the serving policy (DPO's implicit reward: the same test, free of length effects).
+    if pairs:
+        lp = {(w, k): [policies.logp(w, p["prompt"], p[k][0]["content"]) for p in pairs]
+              for w in ("candidate", "serving") for k in ("chosen", "rejected")}
+        for which in ("candidate", "serving"):
+            right = sum(c > r for c, r in zip(lp[which, "chosen"], lp[which, "rejected"], strict=True))
+            m[f"pref_acc_{which}"] = round(right / len(pairs), 4)
+        moved = zip(lp["candidate", "chosen"], lp["serving", "chosen"], lp["candidate", "rejected"],
+                    lp["serving", "rejected"], strict=True)
+        shifts = [(cc - sc) - (cr - sr) for cc, sc, cr, sr in moved]
+        m["pref_shift"] = round(sum(1.0 if d > 0 else 0.5 if d == 0 else 0.0 for d in shifts) / len(pairs), 4)
+        m["pairs"] = len(pairs)
+
+    # Step 3: KTO agreement: liked answers should become likelier under the candidate, disliked ones less likely.
+    if kto:
+        agree = 0.0
+        for row in kto:
+            answer = row["completion"][0]["content"]
+            moved = policies.logp("candidate", row["prompt"], answer) - policies.logp("serving", row["prompt"], answer)
+            agree += 0.5 if moved == 0 else float((moved > 0) == row["label"])
+        m |= {"kto": len(kto), "kto_agreement": round(agree / len(kto), 4)}
+
+    # Step 4: the must-still-answer questions.
+    if regression:
+        system = [{"role": "system", "content": system_prompt}] if system_prompt else []
+        questions = [system + [{"role": "user", "content": r["question"]}] for r in regression]
+        passed = {}
+        for which in ("candidate", "serving"):
+            answers = policies.generate(which, questions, config.regression_max_new_tokens)
+            passed[which] = [_answers(r, a) for r, a in zip(regression, answers, strict=True)]
+        m |= {"regression_total": len(regression), "regression_candidate": sum(passed["candidate"]),
+              "regression_serving": sum(passed["serving"]),
+              "regression_lost": [r["question"] for r, c, s in
+                                  zip(regression, passed["candidate"], passed["serving"], strict=True) if s and not c]}
+
+    promote, reason = decide(config, m)
+    logger.warning("gate: %s (%s)", "promote" if promote else "reject", reason)
+    return GateReport(promote, reason, m)
+
+
+def _answers(row: dict[str, Any], answer: str) -> bool:
+    expect = row.get("expect") or []
+    return bool(answer.strip()) and (not expect or any(e.lower() in answer.lower() for e in expect))
+

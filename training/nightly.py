@@ -1,0 +1,400 @@
+"""`kaizen train nightly`: one idempotent job from new feedback to a gated, registered, maybe promoted adapter.
+
+1. Take the lock (two nightly jobs never run at once) and resume the last run if it crashed.
+2. Export the feedback that is new since the last finished run (permission-safe: `audience`, scrubbed).
+3. Plan the stages from what there is: SFT on liked answers; reward model + RL when there are enough pairs,
+   otherwise KTO on labelled answers. Too little new data: record a skipped run, say why, exit cleanly.
+4. Hold out a share of the prompts, train each stage (each continues the previous one, the first continues the
+   serving adapter), register the versions, run the gate, promote only on a pass.
+Serving changes in exactly one place (the atomic write of current.json), after everything else succeeded.
+
+    python -m training.nightly [--recipes DIR] [--set sft.max_steps=2 ...]     (settings from KAIZEN_* / kaizen.toml)
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import fcntl
+import logging
+import os
+import tomllib
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from training.common import RecipeError, load_recipe
+from training.dpo import DPORecipe
+from training.gate import GateConfig
+from training.kto import KTORecipe
+from training.registry import Registry, Run
+from training.reward import RewardRecipe
+from training.rl import RLRecipe
+from training.sft import SFTRecipe
+
+if TYPE_CHECKING:
+    from core.config import Settings
+
+__all__ = ["NightlyBusy", "NightlyConfig", "NightlyResult", "Recipes", "nightly_lock", "parse_sets", "run_nightly"]
+
+logger = logging.getLogger(__name__)
+
+STAGES = ("sft", "reward", "rl", "dpo", "kto")
+EXIT_CODES = {"promoted": 0, "rejected": 0, "skipped": 0, "trained": 0, "failed": 1, "locked": 75}
+
+
+@dataclass
+class NightlyConfig:
+    # "auto" = sft, then reward + rl with enough pairs, else kto; or an explicit list such as ["sft", "dpo"].
+    pipeline: str | list[str] = "auto"
+    # New examples a stage needs before it runs (fewer: the stage is left out, none left: the night is skipped).
+    min_sft: int = 8
+    min_pairs: int = 8
+    min_kto: int = 8
+    # Who may talk to the trained model ("public": answers drawn from restricted sources are left out).
+    audience: str = "public"
+    scrub: bool = True  # e-mails, phone numbers, mentions replaced before training
+    eval_fraction: float = 0.2  # share of prompts held out for the gate
+    curated_sft: str = ""  # optional JSONL of hand-written examples added to every SFT stage
+    max_attempts: int = 3  # a run that keeps failing is abandoned after this many tries
+    # "inprocess": every stage runs in this process (CPU or one GPU). "accelerate": each stage is started with
+    # `accelerate launch` (several GPUs), configured by `accelerate_config` (e.g. deploy/accelerate.yaml).
+    launcher: str = "inprocess"
+    accelerate_config: str = ""
+    gate: GateConfig = field(default_factory=GateConfig)
+
+    def check(self) -> None:
+        if isinstance(self.pipeline, list):
+            unknown = [s for s in self.pipeline if s not in STAGES]
+            if unknown or not self.pipeline:
+                raise RecipeError(f"pipeline: unknown stage(s) {unknown}; valid: {', '.join(STAGES)} or 'auto'")
+        elif self.pipeline != "auto":
+            raise RecipeError(f"pipeline must be 'auto' or a list of stages, got {self.pipeline!r}")
+        if not 0 <= self.eval_fraction < 1:
+            raise RecipeError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.launcher not in ("inprocess", "accelerate"):
+            raise RecipeError(f"launcher must be 'inprocess' or 'accelerate', got {self.launcher!r}")
+        if min(self.min_sft, self.min_pairs, self.min_kto) < 1 or self.max_attempts < 1:
+            raise RecipeError("min_sft, min_pairs, min_kto and max_attempts must be at least 1")
+        self.gate.check()
+
+
+@dataclass
+class Recipes:
+    nightly: NightlyConfig
+    sft: SFTRecipe
+    reward: RewardRecipe
+    rl: RLRecipe
+    dpo: DPORecipe
+    kto: KTORecipe
+
+    @classmethod
+    def load(cls, folder: Path | str | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> Recipes:
+        """Each recipe from `folder/<stage>.toml` if there, else the packaged one; then `overrides[stage]`."""
+        overrides = overrides or {}
+        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
+        if unknown:
+            raise RecipeError(f"unknown recipe(s) {', '.join(sorted(unknown))}; valid: nightly, {', '.join(STAGES)}")
+        types = {"nightly": NightlyConfig, "sft": SFTRecipe, "reward": RewardRecipe, "rl": RLRecipe,
+                 "dpo": DPORecipe, "kto": KTORecipe}
+        loaded = {}
+        for name in types:
+            own = Path(folder) / f"{name}.toml" if folder else None
+            path = own if own is not None and own.is_file() else None
+            loaded[name] = load_recipe(types[name], path, overrides.get(name), stage=name)
+        return cls(**loaded)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
+    """`stage.key=value` (value in TOML syntax, else a string) -> {"stage": {"key": value}}."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        parts = key.strip().split(".")
+        if not sep or len(parts) < 2:
+            raise RecipeError(f"--set {item!r}: expected stage.key=value, e.g. sft.max_steps=10")
+        try:
+            value = tomllib.loads(f"v = {raw.strip()}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = raw.strip()
+        node = out.setdefault(parts[0], {})
+        for part in parts[1:-1]:
+            node = node.setdefault(part, {})
+        node[parts[-1]] = value
+    return out
+
+
+@dataclass
+class NightlyResult:
+    status: str  # promoted | rejected | trained | skipped | failed | locked
+    reason: str
+    run: Run | None = None
+
+    @property
+    def exit_code(self) -> int:
+        return EXIT_CODES[self.status]
+
+
+class NightlyBusy(RuntimeError):
+    """Another nightly job holds the lock."""
+
+
+@contextmanager
+def nightly_lock(data_dir: Path | str) -> Iterator[None]:
+    """An exclusive OS lock (released by the OS if the process dies, so a crash never leaves it stuck)."""
+    path = Path(data_dir) / "training" / "nightly.lock"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = Path(path).read_text(encoding="utf-8").strip() or "another process"
+            raise NightlyBusy(f"another nightly job is running ({holder}); not starting a second one") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} since {datetime.now(UTC).isoformat(timespec='seconds')}".encode())
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock
+
+
+def plan_stages(cfg: NightlyConfig, counts: dict[str, int], *, have_reward: bool) -> tuple[list[str], list[str]]:
+    """(stages to run, why others were left out) from the example counts."""
+    enough = {"sft": counts["sft"] >= cfg.min_sft, "pairs": counts["pairs"] >= cfg.min_pairs,
+              "kto": counts["kto"] >= cfg.min_kto}
+    needs = {"sft": "sft", "reward": "pairs", "dpo": "pairs", "kto": "kto", "rl": "pairs"}
+    minimum = {"sft": cfg.min_sft, "pairs": cfg.min_pairs, "kto": cfg.min_kto}
+    stages, notes = [], []
+    if cfg.pipeline == "auto":
+        wanted = ["sft"] + (["reward", "rl"] if enough["pairs"] else ["kto"])
+        if not enough["pairs"]:
+            notes.append(f"reward + rl: {counts['pairs']} new pairs example(s), needs {cfg.min_pairs}")
+    else:
+        wanted = list(cfg.pipeline)
+    for stage in wanted:
+        data = needs[stage]
+        if stage == "rl" and "reward" not in stages and not have_reward:
+            notes.append("rl: no reward model (train one: add 'reward' before 'rl')")
+        elif not enough[data]:
+            notes.append(f"{stage}: {counts[data]} new {data} example(s), needs {minimum[data]}")
+        else:
+            stages.append(stage)
+    return stages, notes
+
+
+def run_nightly(settings: Settings, recipes: Recipes | None = None, *, progress: bool = True) -> NightlyResult:
+    """The whole job; never raises for a failed night (the result says failed and why, the run records it)."""
+    from core.models import ModelNotFoundError
+    from feedback import FeedbackError
+    from training.data import DatasetError
+
+    recipes = recipes or Recipes.load()
+    try:
+        with nightly_lock(settings.data_dir):
+            return _night(settings, recipes, progress=progress)
+    except NightlyBusy as e:
+        return NightlyResult("locked", str(e))
+    except (FeedbackError, ModelNotFoundError, RecipeError, DatasetError, OSError) as e:
+        # Before a run exists (no base model, feedback database down, unreadable run data): nothing to record.
+        return NightlyResult("failed", f"{type(e).__name__}: {e}")
+
+
+def _export(settings: Settings, cfg: NightlyConfig, since: datetime | None) -> dict[str, list[dict[str, Any]]]:
+    from feedback import FeedbackStore
+
+    with FeedbackStore.open(settings) as store:
+        return {kind: store.examples(kind=kind, since=since, audience=cfg.audience, scrub=cfg.scrub)
+                for kind in ("sft", "pairs", "kto")}
+
+
+def _night(settings: Settings, recipes: Recipes, *, progress: bool) -> NightlyResult:
+    from feedback.preferences import write_jsonl
+    from training.common import base_model_path
+    from training.data import read_jsonl
+
+    cfg = recipes.nightly
+    registry = Registry(settings.data_dir)
+    base = base_model_path(settings)
+    # Step 1: a run that crashed (or failed) is resumed on its own data; one that keeps failing is given up.
+    run = registry.unfinished("nightly")
+    if run is not None and run.attempts >= cfg.max_attempts:
+        registry.finish(run, "abandoned", error=f"{run.error} (gave up after {run.attempts} attempts)")
+        run = None
+    if run is not None:
+        run.attempts += 1
+        run.status, run.error, run.config = "running", None, recipes.to_dict()
+        registry.save(run)
+        data = {k: read_jsonl(registry.run_dir(run) / "data" / f"{k}.jsonl") for k in ("sft", "pairs", "kto")}
+        logger.warning("resuming nightly run %s (attempt %d)", run.id, run.attempts)
+    else:
+        # Step 2: the feedback new since the last finished run.
+        last = registry.last_finished("nightly")
+        since = datetime.fromisoformat(last.window["until"]) if last and last.window.get("until") else None
+        until = datetime.now(UTC)
+        data = _export(settings, cfg, since)
+        counts = {k: len(v) for k, v in data.items()}
+        window = {"since": since.isoformat() if since else None, "until": until.isoformat(),
+                  "audience": cfg.audience, "scrub": cfg.scrub, "counts": counts}
+        stages, notes = plan_stages(cfg, counts, have_reward=registry.latest_reward(base) is not None)
+        if not stages:
+            run = registry.new_run("nightly", base_model=base, window=window, config=recipes.to_dict())
+            reason = ("too little new feedback since " + (window["since"] or "the beginning") + ": "
+                      + "; ".join(notes))
+            registry.finish(run, "skipped", decision={"promote": False, "reason": reason})
+            return NightlyResult("skipped", reason, run)
+        run = registry.new_run("nightly", base_model=base, window=window, config=recipes.to_dict())
+        for kind, rows in data.items():
+            write_jsonl(rows, registry.run_dir(run) / "data" / f"{kind}.jsonl")
+    try:
+        return _train_gate_promote(settings, recipes, registry, run, data, base, progress=progress)
+    except Exception as e:  # noqa: BLE001 - recorded on the run; serving was not touched
+        logger.exception("nightly run %s failed", run.id)
+        registry.finish(run, "failed", error=f"{type(e).__name__}: {e}")
+        return NightlyResult("failed", f"{type(e).__name__}: {e}", run)
+
+
+def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry, run: Run,
+                        data: dict[str, list[dict[str, Any]]], base: str, *, progress: bool) -> NightlyResult:
+    from training import dpo, gate, kto, reward, rl, sft
+    from training.data import holdout_split, prompts_from, read_jsonl
+
+    cfg = recipes.nightly
+    counts = {k: len(v) for k, v in data.items()}
+    old_reward = registry.latest_reward(base)
+    stages, notes = plan_stages(cfg, counts, have_reward=old_reward is not None)
+    run.window["stages"], run.window["left_out"] = stages, notes
+    # Step 3: hold out prompts for the gate (the same prompts in every dataset); curated SFT rows always train.
+    train, held = holdout_split(data, cfg.eval_fraction)
+    curated = read_jsonl(cfg.curated_sft) if cfg.curated_sft else []
+    serving = registry.serving_adapter(base)
+    serving_name = _current_name(registry)
+    policy, reward_path = serving, (old_reward.path if old_reward else None)
+    # Step 4: the stages, each continuing the policy of the one before (the first continues the serving adapter).
+    for stage in stages:
+        out = registry.run_dir(run) / stage
+        rows = {"sft": train["sft"] + curated, "reward": train["pairs"], "dpo": train["pairs"], "kto": train["kto"],
+                "rl": prompts_from(train["pairs"], train["sft"], train["kto"])}[stage]
+        init = None if stage == "reward" else policy
+        recipe = getattr(recipes, stage)
+        if cfg.launcher == "accelerate":
+            result = _launch(stage, recipe, cfg, base=base, rows=rows, out=out, init=init, reward_path=reward_path)
+        else:
+            match stage:
+                case "sft":
+                    result = sft.run(recipe, base_model=base, train=rows, out_dir=out, init_adapter=init,
+                                     progress=progress)
+                case "reward":
+                    result = reward.run(recipe, base_model=base, train=rows, out_dir=out, progress=progress)
+                case "rl":
+                    result = rl.run(recipe, base_model=base, prompts=rows, reward_adapter=reward_path, out_dir=out,
+                                    init_adapter=init, progress=progress)
+                case "dpo":
+                    result = dpo.run(recipe, base_model=base, train=rows, out_dir=out, init_adapter=init,
+                                     progress=progress)
+                case "kto":
+                    result = kto.run(recipe, base_model=base, train=rows, out_dir=out, init_adapter=init,
+                                     progress=progress)
+        if stage == "reward":
+            reward_path = result.adapter
+        else:
+            policy = result.adapter
+        run.stages[stage] = result.to_dict()
+        registry.save(run)
+    # Step 5: register what was trained (a resumed run keeps the versions it already registered).
+    if "reward" in stages and run.reward_version is None:
+        run.reward_version = registry.register(run, reward_path, kind="reward",
+                                               metrics=run.stages["reward"]["metrics"]).name
+    if policy is None or policy == serving:
+        return _finish(registry, run, "trained", "only a reward model was trained; nothing to promote")
+    if run.version is None:
+        run.version = registry.register(run, policy, metrics={s: run.stages[s]["metrics"] for s in stages}).name
+    registry.save(run)
+    # Step 6: the gate, on held-out data only.
+    report = gate.evaluate(
+        cfg.gate, base_model=base, candidate=policy, serving=serving, reward_adapter=reward_path,
+        prompts=[r["prompt"] for r in prompts_from(held["pairs"], held["sft"], held["kto"])],
+        pairs=held["pairs"], kto=held["kto"], regression=gate.load_regression(cfg.gate.regression_file),
+        system_prompt=settings.default.system_prompt,
+    )
+    run.metrics, run.decision = report.metrics, {"promote": report.promote, "reason": report.reason}
+    # Step 7: promote only on a pass, and only if nobody promoted something else meanwhile.
+    now_serving = _current_name(registry)
+    if report.promote and now_serving != serving_name:
+        return _finish(registry, run, "rejected", f"serving changed to {now_serving or 'the base model'} "
+                                                  "during the run; not overriding it")
+    if not report.promote:
+        return _finish(registry, run, "rejected", report.reason)
+    registry.promote(run.version, reason=f"nightly {run.id}: {report.reason}")
+    return _finish(registry, run, "promoted", report.reason)
+
+
+def _launch(stage: str, recipe: Any, cfg: NightlyConfig, *, base: str, rows: list[dict[str, Any]], out: Path,
+            init: Path | None, reward_path: Path | None):
+    """Run one stage script under `accelerate launch` (one process per GPU) and read back its result."""
+    import json
+    import subprocess
+    import sys
+
+    from feedback.preferences import write_jsonl
+    from training.common import completed_stage, recipe_dict
+
+    if (done := completed_stage(out)) is not None:
+        return done
+    # The stage script reads its data and recipe from files: both are written next to its checkpoints.
+    out.mkdir(parents=True, exist_ok=True)
+    write_jsonl(rows, out / "train.jsonl")
+    (out / "recipe.toml").write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in recipe_dict(recipe).items()),
+                                     encoding="utf-8")
+    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
+    cmd += ["--config_file", cfg.accelerate_config] if cfg.accelerate_config else []
+    cmd += ["-m", f"training.{stage}", "--base", base, "--data", str(out / "train.jsonl"), "--out", str(out),
+            "--recipe", str(out / "recipe.toml")]
+    cmd += ["--init-adapter", str(init)] if init is not None else []
+    cmd += ["--reward", str(reward_path)] if stage == "rl" else []
+    logger.warning("%s: %s", stage, " ".join(cmd))
+    subprocess.run(cmd, check=True)
+    done = completed_stage(out)
+    if done is None:
+        raise RuntimeError(f"{stage}: `accelerate launch` finished but left no adapter in {out}")
+    return done
+
+
+def _current_name(registry: Registry) -> str | None:
+    from core.adapters import AdapterError
+
+    try:
+        current = registry.current()
+    except AdapterError:
+        return "(unreadable current.json)"
+    return current.name if current else None
+
+
+def _finish(registry: Registry, run: Run, status: str, reason: str) -> NightlyResult:
+    run.decision = {**run.decision, "promote": status == "promoted", "reason": reason}
+    registry.finish(run, status)
+    return NightlyResult(status, reason, run)
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    from core.config import load_settings
+
+    parser = argparse.ArgumentParser(description="Kaizen's nightly training job")
+    parser.add_argument("--recipes", type=Path, default=None, help="folder with <stage>.toml recipes")
+    parser.add_argument("--set", dest="sets", action="append", default=[], help="stage.key=value override")
+    args = parser.parse_args(argv)
+    settings = load_settings()
+    logging.basicConfig(level=settings.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    result = run_nightly(settings, Recipes.load(args.recipes, parse_sets(args.sets)))
+    print(f"nightly: {result.status}: {result.reason}" + (f" (run {result.run.id})" if result.run else ""))
+    return result.exit_code
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -65,7 +65,7 @@ async def serve(settings: Settings, *, console: bool, started: asyncio.Event | N
             from bot.discord_adapter import run_discord
 
             tasks.append(asyncio.create_task(run_discord(settings, dispatcher), name="discord"))
-        if settings.adapter_poll_s:
+        if settings.adapter_poll_s and not settings.model.adapter:  # a pinned adapter stays pinned
             from core.adapters import watch_adapter
 
             tasks.append(asyncio.create_task(

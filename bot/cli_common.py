@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from pathlib import Path
 
 import typer
 
 from core.config import ConfigError, Settings, load_settings
 
-__all__ = ["fail", "settings_or_exit"]
+__all__ = ["fail", "parse_since", "settings_or_exit"]
 
 
 def fail(message: str, code: int = 2) -> None:
@@ -26,3 +27,14 @@ def settings_or_exit(config: Path | None = None) -> Settings:
 
     setup_logging(settings)
     return settings
+
+
+def parse_since(value: str | None) -> datetime | None:
+    """`--since`: an ISO date or date-time; without a zone it is UTC."""
+    if value is None:
+        return None
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"--since {value!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][+ZONE]")
+    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)

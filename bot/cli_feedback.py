@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import getpass
-from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated
@@ -12,7 +11,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bot.cli_common import fail, settings_or_exit
+from bot.cli_common import fail, parse_since, settings_or_exit
 from feedback import FeedbackError, FeedbackStats, FeedbackStore, StatsRow
 
 __all__ = ["feedback_app", "vote"]
@@ -37,15 +36,6 @@ class Direction(StrEnum):
     retract = "retract"
 
 
-def _since(value: str | None) -> datetime | None:
-    """An ISO date or date-time; without a zone it is UTC."""
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        fail(f"--since {value!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][+ZONE]")
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def _open(config: Path | None) -> FeedbackStore:
@@ -76,7 +66,7 @@ def export(
     config: ConfigOpt = None,
 ) -> None:
     """Write the trl conversational dataset of one kind to a JSONL file."""
-    when = _since(since)
+    when = parse_since(since)
     with _open(config) as store:
         try:
             count = store.export(kind=format.value, out=out, since=when, audience=audience, scrub=scrub)
@@ -117,7 +107,7 @@ def stats(
     config: ConfigOpt = None,
 ) -> None:
     """Interactions, votes and like rate per channel and per model/adapter, and the pairs available."""
-    when = _since(since)
+    when = parse_since(since)
     with _open(config) as store:
         try:
             result = store.stats(since=when, audience=audience)

@@ -16,7 +16,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from bot.cli_common import fail, settings_or_exit
+from bot.cli_common import fail, parse_since, settings_or_exit
 
 __all__ = ["model_app", "train_app"]
 
@@ -36,14 +36,6 @@ AudienceOpt = Annotated[str, typer.Option(help="who may talk to the model ('publ
 ScrubOpt = Annotated[bool, typer.Option("--scrub/--no-scrub", help="replace e-mails, phone numbers and mentions")]
 
 
-def _since(value: str | None) -> datetime | None:
-    if value is None:
-        return None
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        fail(f"--since {value!r} is not a date; use YYYY-MM-DD or YYYY-MM-DDTHH:MM[:SS][+ZONE]")
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
 
 
 def _stage(stage: str, *, kind: str, data: list[Path] | None, since: str | None, store: bool, recipe: Path | None,
@@ -61,7 +53,7 @@ def _stage(stage: str, *, kind: str, data: list[Path] | None, since: str | None,
                "rl": (rl, rl.RLRecipe), "dpo": (dpo, dpo.DPORecipe), "kto": (kto, kto.KTORecipe)}
     module, recipe_cls = modules[stage]
     settings = settings_or_exit(config)
-    when = _since(since)
+    when = parse_since(since)
     registry = Registry(settings.data_dir)
     # Step 1: recipe, base model, starting adapter and data; every mistake is one clear line.
     try:

@@ -80,6 +80,11 @@ class ChatModel(Protocol):
 
     async def set_adapter(self, name: str, path: str | None = None) -> None: ...
 
+    async def load_adapter(self, name: str, path: str) -> None:
+        """Make adapter `name` (a PEFT folder at `path`) available to `generate(adapter=name)` without
+        changing what is served by default (a canary runs next to the incumbent)."""
+        ...
+
     async def aclose(self) -> None: ...
 
 
@@ -317,6 +322,12 @@ class TransformersChatModel:
         elif name and name not in self.adapters:
             raise ValueError(f"unknown adapter {name!r}; loaded: {', '.join(self.adapters) or 'none'}")
         self._adapter = name
+
+    async def load_adapter(self, name: str, path: str) -> None:
+        """Load (or reload) `name` from `path` next to the served adapter; the default stays as it is."""
+        if name == self._adapter:
+            raise ValueError(f"adapter {name!r} is being served; reload it with set_adapter")
+        await asyncio.to_thread(self._load_adapter, name, path)
 
     # -- generation --------------------------------------------------------------------------------------
 
@@ -635,6 +646,10 @@ class OpenAIChatModel:
     async def set_adapter(self, name: str, path: str | None = None) -> None:
         # The server owns the adapter files; we only choose which one to ask for.
         self._adapter = name
+
+    async def load_adapter(self, name: str, path: str) -> None:
+        # The server (vLLM's LoRA resolver or runtime API) loads adapters; a request names one per call.
+        return None
 
     def count_tokens(self, messages: list[dict[str, str]]) -> int:
         if self._tokenizer is not None:

@@ -33,6 +33,8 @@ class DecodingConfig(BaseModel):
     temperature: float = Field(default=1.0, gt=0.0, le=5.0)
     top_k: int = Field(default=0, ge=0)
     top_p: float = Field(default=1.0, gt=0.0, le=1.0)
+    # min-p (Nguyen et al. 2024): keep tokens with p >= min_p * p(most likely); 0 = off
+    min_p: float = Field(default=0.0, ge=0.0, lt=1.0)
     repetition_penalty: float = Field(default=1.0, gt=0.0, le=5.0)
     num_return_sequences: int = Field(default=1, ge=1, le=16)
     seed: int | None = None
@@ -111,6 +113,8 @@ def to_generation_kwargs(d: DecodingConfig) -> dict[str, Any]:
             )
         case "sample":
             kw.update(do_sample=True, num_beams=1, temperature=d.temperature, top_p=d.top_p, top_k=d.top_k)
+            if d.min_p:
+                kw["min_p"] = d.min_p
     return kw
 
 
@@ -129,6 +133,8 @@ def to_openai_params(d: DecodingConfig) -> dict[str, Any]:
         p.update(temperature=d.temperature, top_p=d.top_p)
         if d.top_k:
             p["top_k"] = d.top_k
+        if d.min_p:
+            p["min_p"] = d.min_p
     if d.repetition_penalty != 1.0:
         p["repetition_penalty"] = d.repetition_penalty
     if d.seed is not None:

@@ -13,7 +13,16 @@ import sqlalchemy as sa
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
 
-__all__ = ["Conversation", "Interaction", "TABLES", "UTCDateTime", "Vote"]
+__all__ = [
+    "Conversation",
+    "FrontendEvent",
+    "Interaction",
+    "MessagePart",
+    "PendingVote",
+    "TABLES",
+    "UTCDateTime",
+    "Vote",
+]
 
 
 class UTCDateTime(TypeDecorator[datetime]):
@@ -118,4 +127,56 @@ class Vote(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
 
 
-TABLES: tuple[sa.Table, ...] = (Conversation.__table__, Interaction.__table__, Vote.__table__)  # type: ignore[attr-defined]
+class FrontendEvent(SQLModel, table=True):
+    """A platform event (or a user message) a front end has taken on: a retry or an edit re-delivery of it, on any
+    replica or after a restart, finds its row and is not answered again. Rows expire (see `feedback.frontend`)."""
+
+    __tablename__ = "frontend_events"
+    __table_args__ = (sa.Index("ix_frontend_events_created_at", "created_at"),)
+
+    platform: str = Field(sa_column=sa.Column(sa.String(), primary_key=True))
+    # "event:<platform event id>" or "message:<channel>:<message id>"
+    key: str = Field(sa_column=sa.Column(sa.String(), primary_key=True))
+    created_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+class MessagePart(SQLModel, table=True):
+    """One posted message of an answer (a long answer is split into several): a vote on any part is a vote on it."""
+
+    __tablename__ = "message_parts"
+    __table_args__ = (sa.Index("ix_message_parts_interaction_id", "interaction_id"),)
+
+    platform: str = Field(sa_column=sa.Column(sa.String(), primary_key=True))
+    ref: str = Field(sa_column=sa.Column(sa.String(), primary_key=True))
+    interaction_id: str = Field(
+        sa_column=sa.Column(sa.String(32), sa.ForeignKey("interactions.id", ondelete="CASCADE"), nullable=False)
+    )
+    part: int = Field(sa_column=sa.Column(sa.Integer(), nullable=False))
+    created_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+class PendingVote(SQLModel, table=True):
+    """A reaction on a message whose answer is not recorded yet (still streaming, possibly on another replica):
+    applied as a vote when the message's part is stored. value 0 = the reaction was removed."""
+
+    __tablename__ = "pending_votes"
+    __table_args__ = (
+        sa.Index("ix_pending_votes_created_at", "created_at"),
+        sa.CheckConstraint("value IN (-1, 0, 1)", name="ck_pending_votes_value"),
+    )
+
+    platform: str = Field(sa_column=sa.Column(sa.String(), primary_key=True))
+    ref: str = Field(sa_column=sa.Column(sa.String(), primary_key=True))
+    user_id: str = Field(sa_column=sa.Column(sa.String(), primary_key=True))
+    value: int = Field(sa_column=sa.Column(sa.SmallInteger(), nullable=False))
+    created_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
+TABLES: tuple[sa.Table, ...] = (  # type: ignore[attr-defined]
+    Conversation.__table__,  # type: ignore[attr-defined]
+    Interaction.__table__,  # type: ignore[attr-defined]
+    Vote.__table__,  # type: ignore[attr-defined]
+    FrontendEvent.__table__,  # type: ignore[attr-defined]
+    MessagePart.__table__,  # type: ignore[attr-defined]
+    PendingVote.__table__,  # type: ignore[attr-defined]
+)

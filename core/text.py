@@ -7,19 +7,25 @@ command-line questions); `is_blank` says whether what is left shows anything at 
 
 from __future__ import annotations
 
+import re
 import unicodedata
 
 __all__ = ["clean_text", "is_blank"]
 
-_KEEP_CONTROLS = {"\n", "\t"}
+# Unicode category Cc is exactly U+0000-U+001F and U+007F-U+009F; newline and tab are kept.
+_CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+# What `surrogateescape` makes of bytes that were not UTF-8 (command-line arguments, stdin): U+DC80..U+DCFF.
+_ESCAPED_BYTES = re.compile("[\udc80-\udcff]+")
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def clean_text(text: str | bytes | None) -> str:
-    """Valid, storable Unicode from whatever arrived.
+    """Valid, storable Unicode from whatever arrived (None -> "").
 
     - bytes are decoded as UTF-8 with invalid sequences replaced by U+FFFD;
-    - lone surrogates (from `surrogateescape` command-line arguments or broken JSON escapes) become the bytes they
-      stood for when those decode, else U+FFFD;
+    - surrogate pairs written as two code points (UTF-16 bridges, JSON escapes) become the character they encode;
+      runs of U+DC80..U+DCFF (`surrogateescape` command-line arguments and stdin) become the bytes they stood for,
+      decoded as UTF-8 where they are UTF-8, else U+FFFD; any other lone surrogate becomes U+FFFD;
     - NUL and the other C0/C1 control characters except newline and tab are dropped (PostgreSQL rejects NUL in
       text; the rest only confuse tokenizers and terminals); CR LF and lone CR become LF.
     """
@@ -27,13 +33,13 @@ def clean_text(text: str | bytes | None) -> str:
         return ""
     if isinstance(text, bytes | bytearray):
         text = bytes(text).decode("utf-8", "replace")
-    if any(0xD800 <= ord(c) <= 0xDFFF for c in text):
-        try:  # argv bytes that were not UTF-8 arrive as U+DC80..U+DCFF
-            text = text.encode("utf-8", "surrogateescape").decode("utf-8", "replace")
-        except UnicodeEncodeError:
-            text = "".join("\ufffd" if 0xD800 <= ord(c) <= 0xDFFF else c for c in text)
+    if _SURROGATE.search(text):
+        text = text.encode("utf-16-le", "surrogatepass").decode("utf-16-le", "surrogatepass")
+        text = _ESCAPED_BYTES.sub(lambda m: m.group().encode("utf-8", "surrogateescape").decode("utf-8", "replace"),
+                                  text)
+        text = _SURROGATE.sub("\ufffd", text)
     text = text.replace("\r\n", "\n").replace("\r", "\n")
-    return "".join(c for c in text if c in _KEEP_CONTROLS or unicodedata.category(c) != "Cc")
+    return _CONTROLS.sub("", text)
 
 
 def is_blank(text: str) -> bool:

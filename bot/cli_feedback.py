@@ -21,7 +21,9 @@ feedback_app = typer.Typer(
 )
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="kaizen.toml to read (default: ./kaizen.toml)")]
-SinceOpt = Annotated[str | None, typer.Option(help="only interactions from this date on (YYYY-MM-DD, UTC)")]
+SinceOpt = Annotated[
+    str | None, typer.Option(help="only feedback (votes, corrections) given from this date on (YYYY-MM-DD, UTC)")
+]
 
 
 class Format(StrEnum):

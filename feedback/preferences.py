@@ -80,29 +80,14 @@ def _vote_totals() -> sa.Subquery:
     )
 
 
-def load_answers(conn: sa.Connection, *, since: datetime | None = None) -> list[Answer]:
-    """Every answer the model produced (since `since`), oldest first, with its net vote."""
-    it = Interaction.__table__
-    totals = _vote_totals()
-    stmt = (
-        sa.select(
-            it.c.id,
-            it.c.sibling_of,
-            it.c.prompt,
-            it.c.question,
-            it.c.answer,
-            it.c.sources,
-            it.c.created_at,
-            sa.func.coalesce(totals.c.net, 0),
-            sa.func.coalesce(totals.c.n, 0),
-        )
-        .select_from(it.outerjoin(totals, totals.c.interaction_id == it.c.id))
-        .where(it.c.called_model.is_(True))
-        .order_by(it.c.created_at, it.c.id)
-    )
-    if since is not None:
-        stmt = stmt.where(it.c.created_at >= since)
-    return [Answer(*row) for row in conn.execute(stmt)]
+def load_answers(
+    conn: sa.Connection, *, since: datetime | None = None, until: datetime | None = None
+) -> list[Answer]:
+    """Answers with feedback given in [since, until) (by when it was given, not when the answer was), oldest
+    first, labelled by that feedback only: consecutive windows use every vote once (see `feedback.window`)."""
+    from feedback.window import load_window
+
+    return load_window(conn, since=since, until=until)
 
 
 def allowed_for(sources: Iterable[dict[str, Any]], audience: str) -> bool:

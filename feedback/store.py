@@ -406,13 +406,15 @@ class FeedbackStore:
         *,
         kind: ExportKind,
         since: datetime | None = None,
+        until: datetime | None = None,
         audience: str = "public",
         scrub: bool = False,
     ) -> list[dict[str, Any]]:
-        """Training examples in trl's conversational format (see `feedback.preferences`)."""
+        """Training examples in trl's conversational format (see `feedback.preferences`) from the feedback given
+        in [since, until) (UTC; by when the vote or correction was made, not when the answer was given)."""
         from feedback.preferences import build_examples, load_answers
 
-        answers = self._read(lambda s: load_answers(s.connection(), since=since))
+        answers = self._read(lambda s: load_answers(s.connection(), since=since, until=until))
         return build_examples(answers, kind=kind, audience=audience, scrub=scrub)
 
     def export(
@@ -421,13 +423,14 @@ class FeedbackStore:
         kind: ExportKind,
         out: Path,
         since: datetime | None = None,
+        until: datetime | None = None,
         audience: str = "public",
         scrub: bool = False,
     ) -> int:
         """Write `examples(...)` as JSONL to `out` (atomically); returns the number of examples."""
         from feedback.preferences import write_jsonl
 
-        rows = self.examples(kind=kind, since=since, audience=audience, scrub=scrub)
+        rows = self.examples(kind=kind, since=since, until=until, audience=audience, scrub=scrub)
         write_jsonl(rows, Path(out))
         return len(rows)
 

@@ -204,11 +204,13 @@ def run_nightly(settings: Settings, recipes: Recipes | None = None, *, progress:
         return NightlyResult("failed", f"{type(e).__name__}: {e}")
 
 
-def _export(settings: Settings, cfg: NightlyConfig, since: datetime | None) -> dict[str, list[dict[str, Any]]]:
+def _export(settings: Settings, cfg: NightlyConfig, since: datetime | None,
+            until: datetime) -> dict[str, list[dict[str, Any]]]:
+    """The feedback given in [since, until): by vote/correction time, so each vote is trained on exactly once."""
     from feedback import FeedbackStore
 
     with FeedbackStore.open(settings) as store:
-        return {kind: store.examples(kind=kind, since=since, audience=cfg.audience, scrub=cfg.scrub)
+        return {kind: store.examples(kind=kind, since=since, until=until, audience=cfg.audience, scrub=cfg.scrub)
                 for kind in ("sft", "pairs", "kto")}
 
 
@@ -236,7 +238,7 @@ def _night(settings: Settings, recipes: Recipes, *, progress: bool) -> NightlyRe
         last = registry.last_finished("nightly")
         since = datetime.fromisoformat(last.window["until"]) if last and last.window.get("until") else None
         until = datetime.now(UTC)
-        data = _export(settings, cfg, since)
+        data = _export(settings, cfg, since, until)
         counts = {k: len(v) for k, v in data.items()}
         window = {"since": since.isoformat() if since else None, "until": until.isoformat(),
                   "audience": cfg.audience, "scrub": cfg.scrub, "counts": counts}

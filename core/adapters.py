@@ -4,6 +4,10 @@
 `data_dir/adapters` is stored relative to it, so the data folder can move). No file means: serve the base model.
 Training writes it atomically (`write_current`); a running server polls it (`watch_adapter`) and switches with
 `model.set_adapter(name, path)`, keeping the adapter it has whenever the new one cannot be loaded.
+
+`data_dir/adapters/canary.json` (same form, plus `share`, `serving` and `started_at`) names a candidate on trial:
+the watcher loads it next to the served adapter (`model.load_adapter`) and tells a `core.canary.CanaryRouter`,
+which sends a stable share of conversations to it (per request: in-process and vLLM alike). No file: no canary.
 Dependency-free on purpose: serving imports it, and so may a cron job without torch.
 """
 
@@ -15,24 +19,30 @@ import logging
 import os
 import urllib.error
 import urllib.request
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
 __all__ = [
+    "CANARY_FILE",
     "CURRENT_FILE",
     "AdapterError",
+    "Canary",
     "adapters_dir",
     "check_adapter_dir",
     "current_adapter",
+    "current_canary",
     "vllm_load_adapter",
     "watch_adapter",
+    "write_canary",
     "write_current",
 ]
 
 logger = logging.getLogger(__name__)
 
 CURRENT_FILE = "current.json"
+CANARY_FILE = "canary.json"
 _WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
 
 
@@ -40,11 +50,30 @@ class AdapterError(ValueError):
     """An adapter folder or the promotion file is unusable; the message says what is wrong."""
 
 
+@dataclass(frozen=True)
+class Canary:
+    """The adapter on trial: `share` (0..1) of conversations, next to `serving` ("" = the base model)."""
+
+    name: str
+    path: Path
+    share: float
+    serving: str
+    started_at: datetime
+
+
 class _Switchable(Protocol):
     @property
     def adapter(self) -> str: ...
 
     async def set_adapter(self, name: str, path: str | None = None) -> None: ...
+
+    async def load_adapter(self, name: str, path: str) -> None: ...
+
+
+class _Router(Protocol):
+    def set(self, name: str, share: float) -> None: ...
+
+    def clear(self) -> None: ...
 
 
 def adapters_dir(data_dir: Path | str) -> Path:
@@ -106,19 +135,71 @@ def write_current(data_dir: Path | str, name: str | None, path: Path | str | Non
     except ValueError:
         stored = str(folder)
     entry = {"name": name, "path": stored, "promoted_at": datetime.now(UTC).isoformat(), **extra}
-    root.mkdir(parents=True, exist_ok=True)
-    tmp = root / f".{CURRENT_FILE}.{os.getpid()}.tmp"
+    _write_atomic(file, entry)
+
+
+def _write_atomic(file: Path, entry: dict[str, Any]) -> None:
+    file.parent.mkdir(parents=True, exist_ok=True)
+    tmp = file.with_name(f".{file.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(entry, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, file)
 
 
-async def watch_adapter(data_dir: Path | str, model: _Switchable, interval_s: float = 30.0) -> None:
-    """Poll current.json forever; when the promoted adapter changes, load it into `model` and serve it.
+def _stored_path(data_dir: Path | str, folder: Path) -> str:
+    try:
+        return str(folder.relative_to(adapters_dir(data_dir).resolve()))
+    except ValueError:
+        return str(folder)
+
+
+def current_canary(data_dir: Path | str) -> Canary | None:
+    """The adapter on trial, or None. Raises AdapterError when canary.json exists but cannot be read."""
+    file = adapters_dir(data_dir) / CANARY_FILE
+    try:
+        raw = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        return None
+    try:
+        entry = json.loads(raw)
+        path = Path(entry["path"])
+        canary = Canary(str(entry["name"]), path if path.is_absolute() else adapters_dir(data_dir) / path,
+                        float(entry["share"]), str(entry.get("serving") or ""),
+                        datetime.fromisoformat(entry["started_at"]))
+    except (ValueError, KeyError, TypeError) as e:
+        raise AdapterError(f"{file} is corrupt ({e}); start or end the canary again to rewrite it") from None
+    if not canary.name or not 0 < canary.share < 1:
+        raise AdapterError(f"{file} names no adapter or has a share outside (0, 1)")
+    return canary
+
+
+def write_canary(data_dir: Path | str, name: str | None, path: Path | str | None = None, *, share: float = 0.2,
+                 serving: str = "", **extra: Any) -> None:
+    """Put `name` at `path` (validated first) on trial for `share` of conversations, or with name=None end the
+    trial. Atomic like `write_current`."""
+    file = adapters_dir(data_dir) / CANARY_FILE
+    if name is None:
+        file.unlink(missing_ok=True)
+        return
+    if path is None:
+        raise ValueError("write_canary needs the adapter's folder")
+    if not 0 < share < 1:
+        raise ValueError(f"canary share must be between 0 and 1 (exclusive), got {share}")
+    folder = check_adapter_dir(path).resolve()
+    _write_atomic(file, {"name": name, "path": _stored_path(data_dir, folder), "share": share, "serving": serving,
+                         "started_at": datetime.now(UTC).isoformat(), **extra})
+
+
+async def watch_adapter(data_dir: Path | str, model: _Switchable, interval_s: float = 30.0,
+                        router: _Router | None = None) -> None:
+    """Poll current.json (and, with a `router`, canary.json) forever; when the promoted adapter changes, load it
+    into `model` and serve it; when a canary starts, load it next to it and route its share of conversations.
 
     Requests already running finish on the adapter they started with (the model switches between batches).
     A folder that fails to validate or load is logged once and skipped: the model keeps what it serves."""
     applied: tuple[str, str] | None = (model.adapter, "") if model.adapter else None
     failed: object = None
+    trial: object = None  # the canary applied to the router: (name, path, share) or None
+    trial_failed: object = None
     while True:
         wanted: object = "current.json"
         try:
@@ -142,7 +223,41 @@ async def watch_adapter(data_dir: Path | str, model: _Switchable, interval_s: fl
             if wanted != failed:  # log a broken promotion once, not every poll
                 logger.error("keeping adapter %r: could not switch to %s: %s", model.adapter, wanted, e)
             failed = wanted
+        if router is not None:
+            trial, trial_failed = await _apply_canary(data_dir, model, router, trial, trial_failed)
         await asyncio.sleep(interval_s)
+
+
+async def _apply_canary(data_dir: Path | str, model: _Switchable, router: _Router, trial: object,
+                        trial_failed: object) -> tuple[object, object]:
+    """One poll of canary.json: load a new canary and route to it; end routing when the trial ends (or the canary
+    became the served adapter). A canary that cannot be loaded is logged once; everyone keeps the served one."""
+    wanted: object = "canary.json"
+    try:
+        canary = current_canary(data_dir)
+        wanted = None if canary is None or canary.name == model.adapter else (
+            canary.name, str(canary.path), canary.share)
+        if wanted == trial or (wanted is not None and wanted == trial_failed):
+            return trial, trial_failed
+        if wanted is None:
+            router.clear()
+            if trial is not None:
+                logger.warning("canary %s ended", trial[0])  # type: ignore[index]
+            return None, None
+        name, path, share = wanted  # type: ignore[misc]
+        router.clear()  # a new canary (or new share): nobody is routed to a half-loaded adapter
+        check_adapter_dir(path)
+        await model.load_adapter(name, path)
+        router.set(name, share)
+        logger.warning("canary %s from %s answers %.0f%% of conversations", name, path, share * 100)
+        return wanted, None
+    except asyncio.CancelledError:
+        raise
+    except Exception as e:  # noqa: BLE001 - serving must survive any bad canary
+        router.clear()
+        if wanted != trial_failed:
+            logger.error("not running canary %s (everyone gets %r): %s", wanted, model.adapter, e)
+        return None, wanted
 
 
 def vllm_load_adapter(base_url: str, name: str, path: Path | str, *, api_key: str = "",

@@ -23,6 +23,7 @@ from pydantic_settings import (
 from core.decoding import BUILTIN_PRESETS, DecodingConfig
 
 __all__ = [
+    "CanarySettings",
     "ChannelProfile",
     "ConfigError",
     "Example",
@@ -131,6 +132,22 @@ class ToolSettings(_Strict):
     observation_max_chars: int = Field(default=1500, ge=100)
 
 
+class CanarySettings(_Strict):
+    """`[canary]`: a gate-passing adapter first answers a `share` of conversations next to the serving one; live
+    votes then promote it or roll it back (rule and thresholds: core/canary.py, tuned by bench/canary.py)."""
+
+    enabled: bool = False
+    share: float = Field(default=0.2, gt=0, lt=1)
+    min_votes: int = Field(default=50, ge=1)
+    promote_at: float = Field(default=0.95, gt=0.5, lt=1)
+    rollback_at: float = Field(default=0.975, gt=0.5, lt=1)
+    min_rollback_votes: int = Field(default=15, ge=1)
+    max_days: float = Field(default=7.0, gt=0)
+    default: Literal["promote", "rollback"] = "rollback"
+    # How often `kaizen serve` counts the votes and applies a decision (seconds; 0 = never, use `kaizen model check`).
+    check_s: float = Field(default=300.0, ge=0)
+
+
 def _alias(env_name: str) -> AliasChoices:
     """A field read from the platform's usual variable (e.g. SLACK_BOT_TOKEN), its KAIZEN_ form, or the TOML key."""
     field = env_name.lower()
@@ -166,6 +183,7 @@ class Settings(BaseSettings):
     weaviate_url: str = ""
     weaviate_api_key: SecretStr = SecretStr("")
     rag: RagSettings = Field(default_factory=RagSettings)
+    canary: CanarySettings = Field(default_factory=CanarySettings)
     tools: ToolSettings = Field(default_factory=ToolSettings)
 
     # Front ends. Platform credentials use the platforms' usual variable names.

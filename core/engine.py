@@ -17,6 +17,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
+from core.canary import CanaryRouter, with_adapter
 from core.config import ChannelProfile, Settings
 from core.decoding import DecodingConfig, resolve_decoding
 from core.models import ChatModel, Generation
@@ -80,6 +81,8 @@ class Engine:
         self.on_reply = on_reply
         self.format_context = format_context or _numbered_excerpts
         self.memory = ConversationMemory(max_turns=settings.history_turns)
+        # Canary rollout: the adapter watcher sets it; a conversation's adapter is fixed by its key (sticky).
+        self.canary = CanaryRouter()
 
     # -- public ------------------------------------------------------------------------------------------
 
@@ -109,8 +112,10 @@ class Engine:
         )
         trace += built.trace
         stream = None if profile.chain_of_thought else on_text
-        gens = await self.model.generate(built.messages, decoding, on_text=stream)
+        model = with_adapter(self.model, self.canary.adapter_for(turn.conversation_key))
+        gens = await model.generate(built.messages, decoding, on_text=stream)
         reply = self._reply(turn, gens[0], built.messages, decoding, preset, mode, sources, trace, profile)
+        reply.adapter = model.adapter
         if turn.history is None:
             self.memory.append(turn.conversation_key, Message("user", turn.text.strip()),
                                Message("assistant", reply.answer))
@@ -136,9 +141,12 @@ class Engine:
             count_tokens=self.model.count_tokens, truncate=self.model.truncate,
             context_window=self.model.context_window, reserve=decoding.max_new_tokens,
         )
-        gens = await self.model.generate(built.messages, decoding)
+        model = with_adapter(self.model, self.canary.adapter_for(turn.conversation_key))
+        gens = await model.generate(built.messages, decoding)
         replies = [self._reply(turn, g, built.messages, decoding, preset, mode, sources, list(trace + built.trace),
                                profile) for g in gens]
+        for r in replies:
+            r.adapter = model.adapter
         for r in replies[1:]:
             r.sibling_of = replies[0].id
         return [await self._finish(r, t0) for r in replies]
@@ -153,10 +161,12 @@ class Engine:
         decoding = _sampling_variant(base, n=1)
         messages = [m.as_dict() for m in previous.prompt]
         stream = None if profile.chain_of_thought else on_text
-        gens = await self.model.generate(messages, decoding, on_text=stream)
+        model = with_adapter(self.model, self.canary.adapter_for(previous.turn.conversation_key))
+        gens = await model.generate(messages, decoding, on_text=stream)
         trace = [TraceStep("another", {"of": previous.id, "decoding": decoding.model_dump()})]
         reply = self._reply(previous.turn, gens[0], messages, decoding, previous.preset, previous.mode,
                             previous.sources, trace, profile)
+        reply.adapter = model.adapter
         reply.sibling_of = previous.id
         return await self._finish(reply, t0)
 
@@ -193,7 +203,8 @@ class Engine:
         tools = build_tools(self.settings.tools, profile.tools, retriever=self.retriever, channel=channel,
                             k=self.settings.rag.top_k)
         history = list(turn.history) if turn.history is not None else self.memory.get(turn.conversation_key)
-        agent = ReActAgent(self.model, tools, self.settings.tools)
+        model = with_adapter(self.model, self.canary.adapter_for(turn.conversation_key))
+        agent = ReActAgent(model, tools, self.settings.tools)
         try:
             result = await agent.run(persona=profile.system_prompt, history=history, question=turn.text.strip(),
                                      decoding=decoding)
@@ -205,7 +216,7 @@ class Engine:
         prompt_dicts = [m.as_dict() for m in result.prompt]
         reply = Reply(
             answer=result.answer, turn=turn, trace=[*trace, *result.trace], prompt=result.prompt,
-            model=self.model.name, adapter=self.model.adapter, preset=preset, mode="agent",
+            model=self.model.name, adapter=model.adapter, preset=preset, mode="agent",
             decoding=decoding.model_dump(), prompt_tokens=self.model.count_tokens(prompt_dicts),
             completion_tokens=result.completion_tokens,
         )

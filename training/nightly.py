@@ -42,7 +42,7 @@ __all__ = ["NightlyBusy", "NightlyConfig", "NightlyResult", "Recipes", "nightly_
 logger = logging.getLogger(__name__)
 
 STAGES = ("sft", "reward", "rl", "dpo", "kto")
-EXIT_CODES = {"promoted": 0, "rejected": 0, "skipped": 0, "trained": 0, "failed": 1, "locked": 75}
+EXIT_CODES = {"promoted": 0, "canary": 0, "rejected": 0, "skipped": 0, "trained": 0, "failed": 1, "locked": 75}
 
 
 @dataclass
@@ -331,6 +331,10 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
                                                   "during the run; not overriding it")
     if not report.promote:
         return _finish(registry, run, "rejected", report.reason)
+    if settings.canary.enabled:  # live votes decide: a share of conversations first (training/registry.py)
+        registry.start_canary(run.version, share=settings.canary.share, reason=f"nightly {run.id}: {report.reason}")
+        return _finish(registry, run, "canary", f"{report.reason}; on trial for {settings.canary.share:.0%} of "
+                                                "conversations until the votes decide (kaizen model status)")
     registry.promote(run.version, reason=f"nightly {run.id}: {report.reason}")
     return _finish(registry, run, "promoted", report.reason)
 

@@ -2,7 +2,8 @@
 
     data_dir/adapters/<version>/          a PEFT adapter + kaizen.json (kind, base model, run, data window, metrics)
     data_dir/adapters/current.json        the promoted one (core.adapters; serving watches it)
-    data_dir/adapters/history.jsonl       every promote / rollback, so rollback knows what came before
+    data_dir/adapters/canary.json         the adapter on trial next to the promoted one (core.adapters)
+    data_dir/adapters/history.jsonl       every promote / rollback / canary start and decision, with its numbers
     data_dir/training/runs/<run>/run.json one run: data window, config, stage metrics, gate metrics, decision
 
 Versions are `kaizen-0001`, `kaizen-0002`, ... (policies) and `reward-0001`, ... (reward models); files are written
@@ -20,22 +21,31 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from core.adapters import (
     AdapterError,
+    Canary,
     adapters_dir,
     check_adapter_dir,
     current_adapter,
+    current_canary,
     vllm_load_adapter,
+    write_canary,
     write_current,
 )
+from core.canary import CanaryRule, Decision, Tally, decide
 
-__all__ = ["FINISHED", "Registry", "RegistryError", "Run", "Version"]
+if TYPE_CHECKING:
+    import sqlalchemy as sa
+
+    from core.config import CanarySettings
+
+__all__ = ["FINISHED", "CanaryStatus", "Registry", "RegistryError", "Run", "Version", "canary_rule", "tally_votes"]
 
 logger = logging.getLogger(__name__)
 
-FINISHED = ("promoted", "rejected", "trained")
+FINISHED = ("promoted", "canary", "rejected", "trained")
 META_FILE = "kaizen.json"
 
 
@@ -58,7 +68,7 @@ def _write_json(path: Path, data: dict[str, Any]) -> None:
 class Run:
     id: str
     kind: str  # "nightly", or the stage of a manual `kaizen train <stage>`
-    status: str  # running | failed | skipped | trained | promoted | rejected | abandoned
+    status: str  # running | failed | skipped | trained | promoted | canary | rejected | abandoned
     started_at: str
     finished_at: str | None = None
     base_model: str = ""
@@ -210,14 +220,18 @@ class Registry:
                          cur.name, e)
             return None
 
-    def promote(self, name: str, *, reason: str = "manual", vllm_url: str = "", vllm_api_key: str = "") -> Version:
+    def promote(self, name: str, *, reason: str = "manual", vllm_url: str = "", vllm_api_key: str = "",
+                **numbers: Any) -> Version:
         """Serve `name` from now on. The folder is validated (and, with `vllm_url`, loaded into that vLLM server)
-        first: if anything fails, serving is untouched."""
+        first: if anything fails, serving is untouched. A canary running for `name` ends (it won); a canary of
+        another version keeps running against the new serving adapter only if the operator restarts it, so it
+        is ended too. `numbers` go to history.jsonl with the decision."""
         version = self.version(name)
         if version.kind != "policy":
             raise RegistryError(f"{name} is a {version.kind} model, not an adapter to serve")
         self._switch(version, vllm_url, vllm_api_key)
-        self._log("promote", version.name, reason)
+        self._log("promote", version.name, reason, **numbers)
+        self._end_canary(f"{name} promoted" if self._canary_name() != name else "")
         return version
 
     def rollback(self, *, vllm_url: str = "", vllm_api_key: str = "") -> Version | None:
@@ -230,6 +244,95 @@ class Registry:
         self._switch(previous, vllm_url, vllm_api_key)
         self._log("rollback", previous.name if previous else None, "rollback")
         return previous
+
+    # -- canary ----------------------------------------------------------------------------------------------
+
+    def canary(self) -> Canary | None:
+        """The version on trial, or None. Raises AdapterError when canary.json is corrupt."""
+        return current_canary(self.data_dir)
+
+    def _canary_name(self) -> str:
+        try:
+            found = current_canary(self.data_dir)
+        except AdapterError:
+            return ""
+        return found.name if found else ""
+
+    def _end_canary(self, why: str) -> None:
+        name = self._canary_name()
+        write_canary(self.data_dir, None)
+        if name and why:
+            self._log("canary_end", name, why)
+
+    def start_canary(self, name: str, *, share: float, reason: str = "manual", vllm_url: str = "",
+                     vllm_api_key: str = "", **numbers: Any) -> Canary:
+        """Put `name` on trial for `share` (0..1) of conversations next to what is served now. Validated (and, with
+        `vllm_url`, loaded into that vLLM server) first; a canary already running is replaced (logged)."""
+        version = self.version(name)
+        if version.kind != "policy":
+            raise RegistryError(f"{name} is a {version.kind} model, not an adapter to serve")
+        current = self.current()
+        if current is not None and current.name == name:
+            raise RegistryError(f"{name} is already the serving adapter")
+        if not 0 < share < 1:
+            raise RegistryError(f"canary share must be between 0 and 1 (exclusive), got {share}")
+        previous = self._canary_name()
+        try:
+            check_adapter_dir(version.path)
+            if vllm_url:
+                vllm_load_adapter(vllm_url, version.name, version.path, api_key=vllm_api_key)
+            write_canary(self.data_dir, version.name, version.path, share=share,
+                         serving=current.name if current else "", base_model=version.base_model, run=version.run_id)
+        except AdapterError as e:
+            raise RegistryError(f"not starting canary {name}: {e}") from None
+        if previous and previous != name:
+            self._log("canary_end", previous, f"replaced by canary {name}")
+        self._log("canary", name, reason, share=share, serving=current.name if current else None, **numbers)
+        return current_canary(self.data_dir)  # type: ignore[return-value]
+
+    def canary_status(self, engine: sa.Engine, rule: CanaryRule, *, now: datetime | None = None
+                      ) -> CanaryStatus | None:
+        """The running canary with its live votes and what the rule says now; None without a canary.
+        `engine`: the feedback database (FeedbackStore.engine)."""
+        canary = self.canary()
+        if canary is None:
+            return None
+        tallies = tally_votes(engine, [canary.name, canary.serving], since=canary.started_at)
+        age = ((now or datetime.now(UTC)) - canary.started_at).total_seconds() / 86400
+        decision = decide(tallies[canary.name], tallies[canary.serving], rule, age_days=age)
+        return CanaryStatus(canary, decision, rule)
+
+    def check_canary(self, engine: sa.Engine, rule: CanaryRule, *, vllm_url: str = "", vllm_api_key: str = "",
+                     now: datetime | None = None) -> CanaryStatus | None:
+        """`canary_status`, and when the rule has decided, apply it (promote or roll back, with its numbers in
+        history.jsonl). Safe to call from several replicas: the decision is applied only if canary.json still
+        names the same trial."""
+        status = self.canary_status(engine, rule, now=now)
+        if status is None or status.decision.action == "continue":
+            return status
+        again = self.canary()
+        if again is None or (again.name, again.started_at) != (status.canary.name, status.canary.started_at):
+            return status  # somebody else decided meanwhile
+        self.decide_canary(status.decision, vllm_url=vllm_url, vllm_api_key=vllm_api_key)
+        return status
+
+    def decide_canary(self, decision: Decision, *, vllm_url: str = "", vllm_api_key: str = "") -> Version | None:
+        """Apply `decision` to the running canary: promote it (returns its version) or roll it back (None: the
+        serving adapter stays). Written to history.jsonl with the votes, P(canary better) and thresholds."""
+        canary = self.canary()
+        if canary is None:
+            raise RegistryError("no canary is running")
+        numbers = {"serving": canary.serving or None, "share": canary.share, "started_at": canary.started_at,
+                   "decision": decision.to_dict()}
+        if decision.action == "promote":
+            return self.promote(canary.name, reason=f"canary: {decision.reason}", vllm_url=vllm_url,
+                                vllm_api_key=vllm_api_key, **numbers)
+        if decision.action == "rollback":
+            write_canary(self.data_dir, None)
+            self._log("canary_rollback", canary.name, f"canary: {decision.reason}", **numbers)
+            logger.warning("canary %s rolled back: %s", canary.name, decision.reason)
+            return None
+        raise RegistryError(f"nothing to apply: the canary is still running ({decision.reason})")
 
     def _switch(self, version: Version | None, vllm_url: str, vllm_api_key: str) -> None:
         if version is None:
@@ -252,11 +355,62 @@ class Registry:
                 entry = json.loads(line)
                 if entry["action"] == "promote":
                     stack.append(entry["version"])
-                elif stack:
-                    stack.pop()
+                elif entry["action"] == "rollback" and stack:
+                    stack.pop()  # canary starts and canary rollbacks never changed what was served
         return stack
 
-    def _log(self, action: str, version: str | None, reason: str) -> None:
+    def history_entries(self) -> list[dict[str, Any]]:
+        """Every line of history.jsonl, oldest first (an unreadable line is skipped)."""
+        out = []
+        if self.history.is_file():
+            for line in self.history.read_text(encoding="utf-8").splitlines():
+                try:
+                    out.append(json.loads(line))
+                except ValueError:
+                    continue
+        return out
+
+    def _log(self, action: str, version: str | None, reason: str, **numbers: Any) -> None:
         self.adapters.mkdir(parents=True, exist_ok=True)
+        entry = {"at": _now(), "action": action, "version": version, "reason": reason, **numbers}
         with open(self.history, "a", encoding="utf-8") as f:
-            f.write(json.dumps({"at": _now(), "action": action, "version": version, "reason": reason}) + "\n")
+            f.write(json.dumps(entry, default=str) + "\n")
+
+
+
+@dataclass(frozen=True)
+class CanaryStatus:
+    """A running canary, the rule it is judged by, and the rule's verdict on the votes so far."""
+
+    canary: Canary
+    decision: Decision
+    rule: CanaryRule
+
+
+def canary_rule(settings: CanarySettings) -> CanaryRule:
+    """The decision rule configured in `[canary]`."""
+    return CanaryRule(min_votes=settings.min_votes, promote_at=settings.promote_at, rollback_at=settings.rollback_at,
+                      min_rollback_votes=settings.min_rollback_votes, max_days=settings.max_days,
+                      default=settings.default)
+
+
+def tally_votes(engine: sa.Engine, adapters: list[str], *, since: datetime | None = None) -> dict[str, Tally]:
+    """👍/👎 counts per adapter name ("" = the base model) on model-written answers created at or after `since`
+    (each vote counts once; a user's changed vote counts as its latest value). Every name asked for is in the
+    result, with zero counts if nothing was voted on."""
+    import sqlalchemy as sa
+
+    from feedback.models import Interaction, Vote
+
+    i, v = Interaction.__table__, Vote.__table__
+    stmt = (sa.select(i.c.adapter, v.c.value, sa.func.count())
+            .select_from(v.join(i, v.c.interaction_id == i.c.id))
+            .where(i.c.adapter.in_(set(adapters)), i.c.called_model.is_(True))
+            .group_by(i.c.adapter, v.c.value))
+    if since is not None:
+        stmt = stmt.where(i.c.created_at >= since)
+    counts: dict[str, dict[int, int]] = {a: {} for a in adapters}
+    with engine.connect() as conn:
+        for adapter, value, n in conn.execute(stmt):
+            counts.setdefault(adapter, {})[int(value)] = int(n)
+    return {a: Tally(c.get(1, 0), c.get(-1, 0)) for a, c in counts.items()}

@@ -1,0 +1,211 @@
+"""Canary rollout: the decision rule on simulated populations voting through a real feedback store, the registry's
+decisions in history.jsonl, and stickiness per thread through a real engine, model and adapter watcher."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from core.adapters import current_adapter, current_canary, watch_adapter
+from core.canary import CanaryRule, Tally, assign_canary, decide, p_better, wilson_interval
+from core.types import Message, Reply, Turn
+
+RULE = CanaryRule()  # the shipped thresholds (min_votes 50)
+
+
+@pytest.fixture(scope="module")
+def lora_adapters(tiny_base, tmp_path_factory):
+    """Two real LoRA adapters for the tiny model with random (non-zero) weights, so they change the answers."""
+    import torch
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    out = []
+    for seed in (1, 2):
+        torch.manual_seed(seed)
+        base = AutoModelForCausalLM.from_pretrained(tiny_base)
+        peft = get_peft_model(base, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False))
+        with torch.no_grad():
+            for name, param in peft.named_parameters():
+                if "lora_" in name:
+                    param.mul_(50.0)
+        folder = tmp_path_factory.mktemp(f"lora{seed}")
+        peft.save_pretrained(folder)
+        out.append(folder)
+    return out
+
+
+@pytest.fixture
+def registry(tmp_path, lora_adapters):
+    from training.registry import Registry
+
+    reg = Registry(tmp_path)
+    run = reg.new_run("sft", base_model="tiny")
+    names = [reg.register(run, a).name for a in lora_adapters]
+    reg.promote(names[0])
+    return reg, names
+
+
+@pytest.fixture
+def store(tmp_path):
+    from feedback import FeedbackStore
+
+    s = FeedbackStore.from_url(f"sqlite:///{tmp_path / 'fb.db'}", spool_dir=tmp_path / "spool")
+    yield s
+    s.close()
+
+
+def _simulate(store, *, serving: str, canary: str, rates: dict[str, float], share: float, n: int,
+              rng: random.Random, start: int = 0) -> None:
+    """`n` conversations, each assigned by the rollout's hash; one answer each, voted 👍 with its adapter's rate."""
+    for i in range(start, start + n):
+        turn = Turn(text=f"question {i}", platform="slack", workspace="T1", channel="C1", thread=f"t{i}", user="u")
+        adapter = canary if assign_canary(turn.conversation_key, canary=canary, share=share) else serving
+        reply = Reply(answer=f"answer {i}", turn=turn, prompt=[Message("user", turn.text)], model="tiny",
+                      adapter=adapter)
+        store.record(reply=reply)
+        store.vote(interaction_id=reply.id, user=f"v{i % 7}", value=1 if rng.random() < rates[adapter] else -1)
+
+
+def test_beta_posterior_and_intervals_are_exact():
+    # P(Beta(8,4) > Beta(6,6)) = 0.8065 (exact sum; a 10^6-draw Monte Carlo gives 0.806).
+    assert p_better(Tally(7, 3), Tally(5, 5)) == pytest.approx(0.80650, abs=1e-4)
+    assert p_better(Tally(5, 5), Tally(7, 3)) == pytest.approx(1 - 0.80650, abs=1e-4)
+    assert p_better(Tally(), Tally()) == pytest.approx(0.5)
+    low, high = wilson_interval(7, 10)
+    assert low == pytest.approx(0.3968, abs=1e-3) and high == pytest.approx(0.8922, abs=1e-3)
+    assert wilson_interval(0, 0) is None
+    # Few votes decide nothing, however lopsided; the deadline applies the default.
+    assert decide(Tally(0, 5), Tally(50, 0), RULE).action == "continue"
+    assert decide(Tally(3, 3), Tally(30, 30), RULE, age_days=8).action == "rollback"
+    assert "default decision rollback" in decide(Tally(3, 3), Tally(30, 30), RULE, age_days=8).reason
+
+
+def test_assignment_is_stable_per_conversation_and_close_to_the_share():
+    keys = [("slack", "T1", "C1", f"t{i}") for i in range(4000)]
+    first = [assign_canary(k, canary="kaizen-0002", share=0.2) for k in keys]
+    assert first == [assign_canary(k, canary="kaizen-0002", share=0.2) for k in keys]
+    assert 0.18 < sum(first) / len(first) < 0.22
+    # A new canary gets a fresh sample of conversations.
+    other = [assign_canary(k, canary="kaizen-0003", share=0.2) for k in keys]
+    assert other != first
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        assign_canary(keys[0], canary="x", share=1.5)
+
+
+def test_a_better_canary_is_promoted_with_its_numbers_in_the_history(registry, store):
+    reg, (serving, candidate) = registry
+    reg.start_canary(candidate, share=0.3, reason="test")
+    rates = {serving: 0.5, candidate: 0.8}
+    rng = random.Random(7)
+    promoted_after = None
+    for batch in range(20):
+        _simulate(store, serving=serving, canary=candidate, rates=rates, share=0.3, n=50, rng=rng, start=batch * 50)
+        status = reg.check_canary(store.engine, RULE)
+        if status.decision.action != "continue":
+            assert status.decision.action == "promote"
+            promoted_after = status.decision.canary.votes
+            break
+    assert promoted_after is not None and promoted_after >= RULE.min_votes
+    assert current_adapter(reg.data_dir)[0] == candidate and current_canary(reg.data_dir) is None
+    last = reg.history_entries()[-1]
+    assert last["action"] == "promote" and last["version"] == candidate and last["serving"] == serving
+    numbers = last["decision"]
+    assert numbers["p_better"] >= RULE.promote_at and numbers["canary"]["votes"] == promoted_after
+    assert numbers["numbers"]["min_votes"] == RULE.min_votes and len(numbers["canary"]["interval"]) == 2
+    # The promotion went on the rollback stack: rolling back serves the old adapter again.
+    assert reg.rollback().name == serving
+
+
+def test_a_worse_canary_is_rolled_back_before_min_votes(registry, store):
+    reg, (serving, candidate) = registry
+    reg.start_canary(candidate, share=0.3)
+    rates = {serving: 0.85, candidate: 0.2}
+    rng = random.Random(3)
+    status = None
+    for batch in range(40):
+        _simulate(store, serving=serving, canary=candidate, rates=rates, share=0.3, n=10, rng=rng, start=batch * 10)
+        status = reg.check_canary(store.engine, RULE)
+        if status.decision.action != "continue":
+            break
+    assert status.decision.action == "rollback"
+    assert status.decision.canary.votes < RULE.min_votes  # strong evidence: it did not wait for min_votes
+    assert current_adapter(reg.data_dir)[0] == serving and current_canary(reg.data_dir) is None
+    last = reg.history_entries()[-1]
+    assert last["action"] == "canary_rollback" and last["version"] == candidate
+    assert 1 - last["decision"]["p_better"] >= RULE.rollback_at
+    # A canary rollback does not pop the promotion stack: an operator's rollback still goes to the base model.
+    assert reg.rollback() is None
+
+
+def test_an_undecided_canary_gets_the_default_after_max_days(registry, store):
+    reg, (serving, candidate) = registry
+    reg.start_canary(candidate, share=0.3)
+    _simulate(store, serving=serving, canary=candidate, rates={serving: 0.6, candidate: 0.6}, share=0.3, n=20,
+              rng=random.Random(1))
+    assert reg.check_canary(store.engine, RULE).decision.action == "continue"
+    later = datetime.now(UTC) + timedelta(days=RULE.max_days + 1)
+    promote_default = CanaryRule(default="promote")
+    status = reg.check_canary(store.engine, promote_default, now=later)
+    assert status.decision.action == "promote" and "default decision promote" in status.decision.reason
+    assert current_adapter(reg.data_dir)[0] == candidate
+
+
+async def test_each_thread_keeps_its_adapter_through_the_engine(tmp_path, tiny_base, registry):
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    from core.config import Settings
+    from core.engine import Engine
+    from core.models import TransformersChatModel
+
+    reg, (serving, candidate) = registry
+    model = TransformersChatModel(AutoModelForCausalLM.from_pretrained(tiny_base).eval(),
+                                  AutoTokenizer.from_pretrained(tiny_base), name="tiny", context_window=512)
+    engine = Engine(Settings(data_dir=tmp_path), model)
+    watcher = asyncio.create_task(watch_adapter(reg.data_dir, model, interval_s=0.05, router=engine.canary))
+    try:
+        for _ in range(200):
+            if model.adapter == serving:
+                break
+            await asyncio.sleep(0.05)
+        reg.start_canary(candidate, share=0.5)
+        for _ in range(200):
+            if engine.canary.canary == candidate:
+                break
+            await asyncio.sleep(0.05)
+        assert engine.canary.canary == candidate and model.adapter == serving
+        decoding = {"strategy": "greedy", "max_new_tokens": 3}
+        seen: dict[str, set[str]] = {}
+        for turn_no in range(2):
+            for t in range(8):
+                turn = Turn(text=f"hello {turn_no}", platform="slack", channel="C1", thread=f"th{t}", mode="chat",
+                            decoding=decoding)
+                reply = await engine.answer(turn)
+                seen.setdefault(turn.thread, set()).add(reply.adapter)
+        assert all(len(adapters) == 1 for adapters in seen.values()), seen  # sticky: no thread switched
+        assert {a for s in seen.values() for a in s} == {serving, candidate}  # both arms answered
+        # The canary's answers really come from its weights (the request named it).
+        canary_thread = next(t for t, s in seen.items() if s == {candidate})
+        turn = Turn(text="hello 0", platform="slack", channel="C1", thread=canary_thread, mode="chat",
+                    decoding=decoding, history=())
+        via_engine = await engine.answer(turn)
+        msgs = [m.as_dict() for m in via_engine.prompt]
+        from core.decoding import DecodingConfig
+
+        (direct,) = await model.generate(msgs, DecodingConfig(**via_engine.decoding), adapter=candidate)
+        assert via_engine.answer == direct.text
+        # The rollout ends: everyone is answered by the serving adapter again.
+        reg.decide_canary(decide(Tally(0, 40), Tally(40, 0), RULE))
+        for _ in range(200):
+            if not engine.canary.canary:
+                break
+            await asyncio.sleep(0.05)
+        assert (await engine.answer(turn)).adapter == serving
+        assert json.loads(reg.history.read_text().splitlines()[-1])["action"] == "canary_rollback"
+    finally:
+        watcher.cancel()
+        model.close()

@@ -1,4 +1,4 @@
-"""`kaizen train sft|reward|rl|dpo|kto|nightly` and `kaizen model list|promote|rollback`.
+"""`kaizen train sft|reward|rl|dpo|kto|nightly` and `kaizen model list|status|promote|canary|check|rollback`.
 
 Mounted by bot/cli.py: `app.add_typer(train_app, name="train")`, `app.add_typer(model_app, name="model")`.
 A manual stage trains on the feedback store's export (and/or curated JSONL files) and registers a version without
@@ -22,7 +22,7 @@ __all__ = ["model_app", "train_app"]
 
 train_app = typer.Typer(help="Train LoRA adapters from the feedback store (one stage, or the nightly job).",
                         no_args_is_help=True)
-model_app = typer.Typer(help="The adapter registry: list versions and runs, promote, roll back.",
+model_app = typer.Typer(help="The adapter registry: list versions and runs, canary status, promote, roll back.",
                         no_args_is_help=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="kaizen.toml to read (default: ./kaizen.toml)")]
@@ -320,3 +320,117 @@ def _vllm(settings, wanted: bool) -> dict[str, Any]:
     if settings.model.backend != "openai":
         fail("--vllm needs model.backend = 'openai' and model.base_url pointing at the vLLM server")
     return {"vllm_url": settings.model.base_url, "vllm_api_key": settings.model.api_key.get_secret_value()}
+
+
+# ---- canary ----------------------------------------------------------------------------------------------
+
+
+def _rate_cell(t, interval) -> str:
+    if not t.votes:
+        return "no votes yet"
+    return f"{t.rate:.2f} [{interval[0]:.2f}, {interval[1]:.2f}]"
+
+
+@model_app.command("status")
+def model_status(
+    as_json: Annotated[bool, typer.Option("--json", help="print the numbers as JSON")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """The serving and canary adapters, the canary's share, live votes and like rate of each (95% Wilson
+    intervals), P(canary better) and what happens next. The same numbers are on /metrics of `kaizen serve`."""
+    from core.adapters import AdapterError
+    from core.canary import wilson_interval
+    from feedback import FeedbackError, FeedbackStore
+    from training.registry import Registry, canary_rule, tally_votes
+
+    settings = settings_or_exit(config)
+    registry = Registry(settings.data_dir)
+    rule = canary_rule(settings.canary)
+    try:
+        current = registry.current()
+        with FeedbackStore.open(settings) as store:
+            status = registry.canary_status(store.engine, rule)
+            serving_name = current.name if current else ""
+            serving_tally = status.decision.serving if status else tally_votes(store.engine, [serving_name])[
+                serving_name]
+    except (AdapterError, FeedbackError) as e:
+        fail(str(e))
+    rows = [("serving", serving_name or "base model", "100%" if status is None else f"{1 - status.canary.share:.0%}",
+             serving_tally)]
+    if status is not None:
+        rows.append(("canary", status.canary.name, f"{status.canary.share:.0%}", status.decision.canary))
+    if status is None:
+        nxt = "no canary running" + ("" if settings.canary.enabled else
+                                     " ([canary] enabled = false: the nightly job promotes outright)")
+    elif status.decision.action == "continue":
+        nxt = status.decision.reason
+    else:
+        how = "at the next check of `kaizen serve`" if settings.canary.enabled and settings.canary.check_s else \
+            "with `kaizen model check`"
+        nxt = f"{status.decision.action} {how}: {status.decision.reason}"
+    if as_json:
+        typer.echo(json.dumps({
+            "serving": serving_name or None, "canary": status.canary.name if status else None,
+            "share": status.canary.share if status else 0.0,
+            "started_at": status.canary.started_at.isoformat() if status else None,
+            "adapters": [{"role": role, "adapter": name, "likes": t.likes, "dislikes": t.dislikes, "votes": t.votes,
+                          "like_rate": t.rate, "interval": wilson_interval(t.likes, t.votes)}
+                         for role, name, _, t in rows],
+            "p_better": status.decision.p_better if status else None,
+            "next": status.decision.action if status else None, "reason": nxt}))
+        return
+    since = f"votes since {status.canary.started_at:%Y-%m-%d %H:%M} UTC" if status else "all votes"
+    table = Table(title=f"adapters ({since})")
+    for column in ("role", "adapter", "share", "👍", "👎", "like rate [95% interval]"):
+        table.add_column(column, justify="right" if column in ("share", "👍", "👎") else "left")
+    for role, name, share, t in rows:
+        table.add_row(role, name, share, str(t.likes), str(t.dislikes),
+                      _rate_cell(t, wilson_interval(t.likes, t.votes)))
+    console = Console(width=140)
+    console.print(table)
+    if status is not None:
+        console.print(f"P(canary better) = {status.decision.p_better:.3f}  (promote at >= {rule.promote_at} after "
+                      f"{rule.min_votes} canary votes; roll back at <= {1 - rule.rollback_at:.3f}; default "
+                      f"{rule.default} after {rule.max_days:g} days)")
+    console.print(f"next: {nxt}", soft_wrap=True)
+
+
+@model_app.command("canary")
+def model_canary(version: Annotated[str, typer.Argument(help="the version to try, e.g. kaizen-0004")],
+                 share: Annotated[float | None, typer.Option(help="share of conversations (default [canary] share)")
+                                  ] = None,
+                 vllm: VllmOpt = False, config: ConfigOpt = None) -> None:
+    """Put VERSION on trial for a share of conversations next to the serving adapter; live votes decide."""
+    from training.registry import Registry, RegistryError
+
+    settings = settings_or_exit(config)
+    share = settings.canary.share if share is None else share
+    try:
+        canary = Registry(settings.data_dir).start_canary(version, share=share, reason="manual (kaizen model canary)",
+                                                          **_vllm(settings, vllm))
+    except RegistryError as e:
+        fail(str(e))
+    typer.echo(f"canary {canary.name} answers {canary.share:.0%} of conversations next to "
+               f"{canary.serving or 'the base model'}; see `kaizen model status`")
+
+
+@model_app.command("check")
+def model_check(vllm: VllmOpt = False, config: ConfigOpt = None) -> None:
+    """Apply the canary rule to the live votes now (what `kaizen serve` does every [canary] check_s)."""
+    from core.adapters import AdapterError
+    from feedback import FeedbackError, FeedbackStore
+    from training.registry import Registry, RegistryError, canary_rule
+
+    settings = settings_or_exit(config)
+    try:
+        with FeedbackStore.open(settings) as store:
+            status = Registry(settings.data_dir).check_canary(store.engine, canary_rule(settings.canary),
+                                                              **_vllm(settings, vllm))
+    except (AdapterError, FeedbackError, RegistryError) as e:
+        fail(str(e))
+    if status is None:
+        typer.echo("no canary running")
+        return
+    d = status.decision
+    verb = {"continue": "still running", "promote": "promoted", "rollback": "rolled back"}[d.action]
+    typer.echo(f"canary {status.canary.name}: {verb}: {d.reason}")

@@ -2,22 +2,26 @@
 
 Logs can be JSON lines; every handler redacts the configured secrets, so a token never reaches a log line.
 Metrics are Prometheus' text format from a private registry; /healthz answers 503 until the model and stores are
-ready.
+ready. `watch_canary` counts the live votes per adapter every `[canary] check_s`, publishes them as gauges and
+applies the canary rule's decision (promote / roll back) through the registry.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+from datetime import datetime
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from core.canary import Tally, wilson_interval
 from core.config import Settings
 from core.types import Reply
 
-__all__ = ["HealthServer", "Metrics", "secret_values", "setup_logging"]
+__all__ = ["HealthServer", "Metrics", "secret_values", "setup_logging", "watch_canary"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,6 +94,20 @@ class Metrics:
         self.adapter = Gauge("kaizen_adapter_info", "The LoRA adapter being served (1 = current)", ["adapter"],
                              registry=r)
         self._adapter_name: str | None = None
+        live = ["adapter", "role"]
+        self.live_votes = Gauge("kaizen_adapter_votes", "Live votes on the adapter's answers (since the canary "
+                                "started, or since its promotion)", [*live, "value"], registry=r)
+        self.live_rate = Gauge("kaizen_adapter_like_rate", "Live like rate of the adapter's answers", live,
+                               registry=r)
+        self.live_low = Gauge("kaizen_adapter_like_rate_lower", "Lower end of the 95% Wilson interval", live,
+                              registry=r)
+        self.live_high = Gauge("kaizen_adapter_like_rate_upper", "Upper end of the 95% Wilson interval", live,
+                               registry=r)
+        self.canary_share = Gauge("kaizen_canary_share", "Share of conversations the canary answers (0 = none)",
+                                  ["adapter"], registry=r)
+        self.canary_p_better = Gauge("kaizen_canary_p_better", "P(canary's like rate > serving's), Beta posteriors",
+                                     ["adapter"], registry=r)
+        self._live_labels: set[tuple[str, str]] = set()
 
     def observe_reply(self, reply: Reply) -> None:
         platform = reply.turn.platform
@@ -116,6 +134,31 @@ class Metrics:
                 self.adapter.labels(self._adapter_name).set(0)
             self.adapter.labels(name).set(1)
             self._adapter_name = name
+
+    def set_live(self, tallies: dict[tuple[str, str], Tally], *, canary: str = "", share: float = 0.0,
+                 p_better: float | None = None) -> None:
+        """Publish live votes: `tallies` maps (adapter, role) -> Tally, role "serving" or "canary" ("" = base).
+        Adapters no longer listed are removed from the gauges (a finished canary leaves no stale series)."""
+        for adapter, role in self._live_labels - set(tallies):
+            for g in (self.live_rate, self.live_low, self.live_high):
+                g.remove(adapter, role)
+            for value in ("up", "down"):
+                self.live_votes.remove(adapter, role, value)
+            if role == "canary":
+                self.canary_share.remove(adapter)
+                self.canary_p_better.remove(adapter)
+        for (adapter, role), t in tallies.items():
+            self.live_votes.labels(adapter, role, "up").set(t.likes)
+            self.live_votes.labels(adapter, role, "down").set(t.dislikes)
+            interval = wilson_interval(t.likes, t.votes)
+            nan = float("nan")
+            self.live_rate.labels(adapter, role).set(t.rate if t.rate is not None else nan)
+            self.live_low.labels(adapter, role).set(interval[0] if interval else nan)
+            self.live_high.labels(adapter, role).set(interval[1] if interval else nan)
+        if canary:
+            self.canary_share.labels(canary).set(share)
+            self.canary_p_better.labels(canary).set(p_better if p_better is not None else float("nan"))
+        self._live_labels = set(tallies)
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
@@ -152,3 +195,46 @@ class HealthServer:
     async def stop(self) -> None:
         if self._runner is not None:
             await self._runner.cleanup()
+
+
+def _live_once(settings: Settings, store: Any, metrics: Metrics) -> str | None:
+    """One check: count live votes, publish them, apply the canary rule. Returns the action taken, if any."""
+    from core.adapters import current_adapter
+    from training.registry import Registry, canary_rule, tally_votes
+
+    registry = Registry(settings.data_dir)
+    vllm = ({"vllm_url": settings.model.base_url, "vllm_api_key": settings.model.api_key.get_secret_value()}
+            if settings.model.backend == "openai" else {})
+    status = registry.check_canary(store.engine, canary_rule(settings.canary), **vllm) if settings.canary.enabled \
+        else registry.canary_status(store.engine, canary_rule(settings.canary))
+    if status is not None:
+        d = status.decision
+        c = status.canary
+        metrics.set_live({(c.name, "canary"): d.canary, (c.serving or "base", "serving"): d.serving},
+                         canary=c.name, share=0.0 if d.action != "continue" else c.share, p_better=d.p_better)
+        return None if d.action == "continue" else d.action
+    found = current_adapter(settings.data_dir)
+    name = found[0] if found else ""
+    since = None
+    if found is not None:
+        raw = json.loads((settings.data_dir / "adapters" / "current.json").read_text(encoding="utf-8"))
+        since = datetime.fromisoformat(raw["promoted_at"]) if raw.get("promoted_at") else None
+    tally = tally_votes(store.engine, [name], since=since)[name]
+    metrics.set_live({(name or "base", "serving"): tally})
+    return None
+
+
+async def watch_canary(settings: Settings, store: Any, metrics: Metrics) -> None:
+    """Every `[canary] check_s`: live votes per adapter to /metrics, and (when `[canary] enabled`) the rule's
+    decision applied: the adapter watcher then switches every replica. A failing check is logged, never fatal."""
+    interval = settings.canary.check_s
+    while True:
+        try:
+            action = await asyncio.to_thread(_live_once, settings, store, metrics)
+            if action:
+                logger.warning("canary decided: %s (see adapters/history.jsonl)", action)
+        except asyncio.CancelledError:
+            raise
+        except Exception as e:  # noqa: BLE001 - serving must survive a failing check
+            logger.error("canary check failed: %s", e)
+        await asyncio.sleep(interval)

@@ -69,7 +69,12 @@ async def serve(settings: Settings, *, console: bool, started: asyncio.Event | N
             from core.adapters import watch_adapter
 
             tasks.append(asyncio.create_task(
-                watch_adapter(settings.data_dir, engine.model, settings.adapter_poll_s), name="adapters"))
+                watch_adapter(settings.data_dir, engine.model, settings.adapter_poll_s, router=engine.canary),
+                name="adapters"))
+        if store is not None and settings.canary.check_s:  # live votes per adapter; canary decisions
+            from bot.observability import watch_canary
+
+            tasks.append(asyncio.create_task(watch_canary(settings, store, metrics), name="canary"))
         if not platforms and console:
             from bot.console import ConsoleChat
 

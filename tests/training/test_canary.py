@@ -209,3 +209,62 @@ async def test_each_thread_keeps_its_adapter_through_the_engine(tmp_path, tiny_b
     finally:
         watcher.cancel()
         model.close()
+
+
+async def test_model_status_and_metrics_show_the_live_numbers(isolated_env, monkeypatch, lora_adapters):
+    import httpx
+    from typer.testing import CliRunner
+
+    from bot.cli import app
+    from bot.observability import HealthServer, Metrics, _live_once
+    from core.config import load_settings
+    from feedback import FeedbackStore
+    from training.registry import Registry
+
+    state = isolated_env / "state"
+    monkeypatch.setenv("KAIZEN_DATA_DIR", str(state))
+    monkeypatch.setenv("KAIZEN_CANARY__ENABLED", "true")
+    reg = Registry(state)
+    run = reg.new_run("sft", base_model="tiny")
+    serving, candidate = (reg.register(run, a).name for a in lora_adapters)
+    reg.promote(serving)
+    runner = CliRunner()
+    out = runner.invoke(app, ["model", "canary", candidate, "--share", "0.3"])
+    assert out.exit_code == 0 and f"canary {candidate} answers 30%" in out.output, out.output
+    settings = load_settings()
+    with FeedbackStore.open(settings) as store:
+        _simulate(store, serving=serving, canary=candidate, rates={serving: 0.5, candidate: 0.7}, share=0.3,
+                  n=40, rng=random.Random(5))
+        status = json.loads(runner.invoke(app, ["model", "status", "--json"]).output)
+        assert status["serving"] == serving and status["canary"] == candidate and status["share"] == 0.3
+        arms = {a["role"]: a for a in status["adapters"]}
+        assert arms["canary"]["votes"] + arms["serving"]["votes"] == 40
+        low, high = arms["canary"]["interval"]
+        assert low <= arms["canary"]["like_rate"] <= high and status["next"] == "continue"
+        assert f"/{RULE.min_votes} on the canary" in status["reason"]
+        table = runner.invoke(app, ["model", "status"]).output
+        assert "P(canary better)" in table and candidate in table and "next: waiting for votes" in table
+
+        metrics = Metrics()
+        assert _live_once(settings, store, metrics) is None
+        health = HealthServer("127.0.0.1", 0, metrics)
+        await health.start()
+        try:
+            async with httpx.AsyncClient() as client:
+                body = (await client.get(f"http://127.0.0.1:{health.port}/metrics")).text
+        finally:
+            await health.stop()
+        up = arms["canary"]["likes"]
+        assert f'kaizen_adapter_votes{{adapter="{candidate}",role="canary",value="up"}} {up:.1f}' in body
+        assert f'kaizen_canary_share{{adapter="{candidate}"}} 0.3' in body
+        assert f'kaizen_adapter_like_rate_lower{{adapter="{serving}",role="serving"}}' in body
+        assert "kaizen_canary_p_better" in body
+
+        # A decisive population: `kaizen model check` rolls it back and says why; status shows no canary.
+        _simulate(store, serving=serving, canary=candidate, rates={serving: 0.95, candidate: 0.05}, share=0.3,
+                  n=150, rng=random.Random(6), start=40)
+        checked = runner.invoke(app, ["model", "check"])
+        assert checked.exit_code == 0 and f"canary {candidate}: rolled back: reliably worse" in checked.output
+        assert "no canary running" in runner.invoke(app, ["model", "status"]).output
+        assert _live_once(settings, store, metrics) is None
+        assert "kaizen_canary_share{" not in metrics.render().decode()  # no stale canary series

@@ -118,6 +118,41 @@ def stats(
     print_stats(result, Console(width=120))
 
 
+@feedback_app.command()
+def triage(
+    since: SinceOpt = None,
+    examples: Annotated[int, typer.Option(min=0, help="examples shown per cause")] = 3,
+    as_json: Annotated[bool, typer.Option("--json", help="every disliked answer with its cause, as JSON")] = False,
+    config: ConfigOpt = None,
+) -> None:
+    """Why each 👎: disliked answers sorted by cause (retrieval miss, stale source, unsupported claim, refused or
+    empty, style/length, other), with counts, examples and the action each calls for."""
+    import dataclasses
+    import json
+
+    from core.rag.sources import SourceRegistry
+    from feedback.triage import documents_from_registry, format_report
+    from feedback.triage import triage as run_triage
+
+    settings = settings_or_exit(config)
+    when = parse_since(since)
+    try:
+        documents = documents_from_registry(SourceRegistry.for_settings(settings).sources())
+    except (OSError, ValueError) as e:
+        fail(f"cannot read the source registry: {e}")
+    with _open(config) as store:
+        try:
+            report = run_triage(store.engine, since=when, documents=documents)
+        except (FeedbackError, ValueError) as e:
+            fail(str(e))
+    if as_json:
+        typer.echo(json.dumps({"counts": report.counts(), "items": [dataclasses.asdict(i) for i in report.items]},
+                              default=str, ensure_ascii=False))
+        return
+    typer.echo(format_report(report, examples=examples))
+
+
+
 def vote(
     id: Annotated[str, typer.Argument(help="the interaction id (shown with each answer)")],
     direction: Annotated[Direction, typer.Argument(help="up, down, or retract to remove your vote")],

@@ -152,7 +152,6 @@ def triage(
     typer.echo(format_report(report, examples=examples))
 
 
-
 def vote(
     id: Annotated[str, typer.Argument(help="the interaction id (shown with each answer)")],
     direction: Annotated[Direction, typer.Argument(help="up, down, or retract to remove your vote")],

@@ -1,7 +1,8 @@
 """Kaizen's feedback store: every answer and every 👍/👎 kept, and turned into trl training data.
 
 Front: `FeedbackStore` (record, attach_message_ref, find_by_message_ref, vote, retract_vote, set_reason,
-flush_spool, examples, export, stats; `on_reply` is the engine's hook), its errors, and the dataset helpers.
+record_correction, flush_spool, examples, export, stats; `on_reply` is the engine's hook), its errors, and the
+dataset helpers.
 """
 
 from feedback.preferences import EXPORT_KINDS, ExportKind, FeedbackStats, StatsRow, scrub_text

@@ -15,6 +15,7 @@ from sqlmodel import Field, SQLModel
 
 __all__ = [
     "Conversation",
+    "Correction",
     "FrontendEvent",
     "Interaction",
     "MessagePart",
@@ -114,6 +115,8 @@ class Vote(SQLModel, table=True):
     __table_args__ = (
         sa.UniqueConstraint("interaction_id", "user_id", name="uq_votes_interaction_user"),
         sa.CheckConstraint("value IN (-1, 1)", name="ck_votes_value"),
+        # Training windows select votes by when they were cast (see `feedback.window`).
+        sa.Index("ix_votes_updated_at", "updated_at"),
     )
 
     id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer(), primary_key=True, autoincrement=True))
@@ -172,6 +175,28 @@ class PendingVote(SQLModel, table=True):
     created_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
 
 
+class Correction(SQLModel, table=True):
+    """A person's corrected text for one answer: training takes it as the liked answer and the model's as the
+    disliked one. One per user and answer; correcting again replaces the text (and moves it to the new window)."""
+
+    __tablename__ = "corrections"
+    __table_args__ = (
+        sa.UniqueConstraint("interaction_id", "user_id", name="uq_corrections_interaction_user"),
+        sa.Index("ix_corrections_updated_at", "updated_at"),
+    )
+
+    id: int | None = Field(default=None, sa_column=sa.Column(sa.Integer(), primary_key=True, autoincrement=True))
+    interaction_id: str = Field(
+        sa_column=sa.Column(sa.String(32), sa.ForeignKey("interactions.id", ondelete="CASCADE"), nullable=False)
+    )
+    user_id: str = Field(sa_column=sa.Column(sa.String(), nullable=False))
+    # Where the correction was made: slack, discord, console, cli.
+    platform: str = Field(sa_column=sa.Column(sa.String(), nullable=False))
+    text: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
+    created_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+    updated_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
 TABLES: tuple[sa.Table, ...] = (  # type: ignore[attr-defined]
     Conversation.__table__,  # type: ignore[attr-defined]
     Interaction.__table__,  # type: ignore[attr-defined]
@@ -179,4 +204,5 @@ TABLES: tuple[sa.Table, ...] = (  # type: ignore[attr-defined]
     FrontendEvent.__table__,  # type: ignore[attr-defined]
     MessagePart.__table__,  # type: ignore[attr-defined]
     PendingVote.__table__,  # type: ignore[attr-defined]
+    Correction.__table__,  # type: ignore[attr-defined]
 )

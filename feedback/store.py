@@ -22,7 +22,7 @@ from sqlmodel import Session, select
 
 from core.types import Message, Reply, new_id
 from feedback.db import database_url, make_engine, migrate
-from feedback.models import Conversation, Interaction, Vote
+from feedback.models import Conversation, Correction, Interaction, Vote
 from feedback.spool import Spool, SpoolEntryRejected
 
 if TYPE_CHECKING:
@@ -189,6 +189,24 @@ class FeedbackStore:
         at = _utc_iso(datetime.now(UTC))
         return self._write("reason", {"interaction_id": interaction_id, "user": user, "reason": reason, "at": at})
 
+    def record_correction(self, *, interaction_id: str, user: str, text: str, platform: str) -> WriteStatus:
+        """Keep `user`'s corrected text for an answer, made on `platform` (slack, discord, console, cli).
+
+        Training takes it as a liked answer (SFT) and as chosen over the model's answer (pairs), under the same
+        permission and scrubbing rules as votes. Correcting again replaces the text. Raises ValueError for an
+        empty text or user, UnknownInteraction (when stored) for an unknown id.
+        """
+        from core.text import clean_text, is_blank
+
+        text = clean_text(text).strip()
+        if is_blank(text):
+            raise ValueError("a correction needs the corrected answer's text")
+        if not user or not platform:
+            raise ValueError("a correction needs a user and the platform it was made on")
+        at = _utc_iso(datetime.now(UTC))
+        payload = {"interaction_id": interaction_id, "user": user, "text": text, "platform": platform, "at": at}
+        return self._write("correct", payload)
+
     def flush_spool(self) -> int:
         """Write every spooled write now; returns how many. Raises StoreUnavailable if the database is still down."""
         try:
@@ -214,6 +232,11 @@ class FeedbackStore:
 
     async def avote(self, *, interaction_id: str, user: str, value: int, reason: str | None = None) -> WriteStatus:
         return await asyncio.to_thread(self.vote, interaction_id=interaction_id, user=user, value=value, reason=reason)
+
+    async def arecord_correction(self, *, interaction_id: str, user: str, text: str, platform: str) -> WriteStatus:
+        return await asyncio.to_thread(
+            self.record_correction, interaction_id=interaction_id, user=user, text=text, platform=platform
+        )
 
     async def aretract_vote(self, *, interaction_id: str, user: str) -> WriteStatus:
         return await asyncio.to_thread(self.retract_vote, interaction_id=interaction_id, user=user)
@@ -270,6 +293,8 @@ class FeedbackStore:
                 self._delete_vote(**payload)
             case "reason":
                 self._update_reason(**payload)
+            case "correct":
+                self._upsert_correction(**payload)
             case _:
                 raise ValueError(f"unknown feedback write {op!r}")
 
@@ -344,6 +369,23 @@ class FeedbackStore:
             except sa_exc.IntegrityError as e:
                 raise UnknownInteraction(interaction_id) from e
 
+    def _upsert_correction(self, *, interaction_id: str, user: str, text: str, platform: str, at: str) -> None:
+        table = Correction.__table__
+        when = datetime.fromisoformat(at)
+        stmt = self._insert(table).values(interaction_id=interaction_id, user_id=user, platform=platform, text=text,
+                                          created_at=when, updated_at=when)
+        new = stmt.excluded
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["interaction_id", "user_id"],
+            set_={"text": new.text, "platform": new.platform, "updated_at": new.updated_at},
+            where=table.c.updated_at <= new.updated_at,  # a replayed older correction never wins
+        )
+        with self.engine.begin() as conn:
+            try:
+                conn.execute(stmt)
+            except sa_exc.IntegrityError as e:
+                raise UnknownInteraction(interaction_id) from e
+
     def _delete_vote(self, *, interaction_id: str, user: str) -> None:
         votes = Vote.__table__
         with self.engine.begin() as conn:
@@ -394,6 +436,11 @@ class FeedbackStore:
 
     def get_votes(self, *, interaction_id: str) -> list[Vote]:
         stmt = select(Vote).where(Vote.interaction_id == interaction_id).order_by(Vote.user_id)
+        return self._read(lambda s: list(s.exec(stmt).all()))
+
+    def get_corrections(self, *, interaction_id: str) -> list[Correction]:
+        """The corrections made to an answer, oldest first."""
+        stmt = select(Correction).where(Correction.interaction_id == interaction_id).order_by(Correction.created_at)
         return self._read(lambda s: list(s.exec(stmt).all()))
 
     def siblings(self, *, interaction_id: str) -> list[Interaction]:

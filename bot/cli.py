@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import os
 import sys
@@ -11,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from bot.cli_common import fail, settings_or_exit
+from bot.cli_common import fail, print_error, settings_or_exit
 
 __all__ = ["app", "main"]
 
@@ -62,15 +63,18 @@ def ask(
 ) -> None:
     """Ask one question and print the answer."""
     from core.decoding import DecodingError
+    from core.text import clean_text
     from core.types import Turn
 
+    # Arguments that were not UTF-8 arrive as lone surrogates: made valid here, before anything else sees them.
+    text, channel = clean_text(text), clean_text(channel)
     settings = settings_or_exit(config)
     _check_channel(settings, channel)
     if preset is not None and preset not in settings.presets:
         fail(f"unknown preset {preset!r}; valid presets: {', '.join(sorted(settings.presets))}")
     engine, store = _engine(settings)
     turn = Turn(text=text, platform="console", channel=channel, channel_name=channel, thread="",
-                user=os.environ.get("USER", "console"), preset=preset, mode=mode)
+                user=clean_text(os.environ.get("USER", "console")), preset=preset, mode=mode)
 
     async def run():
         try:
@@ -100,6 +104,9 @@ def chat(
     config: ConfigOpt = None,
 ) -> None:
     """Interactive chat in the terminal (/help inside for commands)."""
+    from core.text import clean_text
+
+    channel = clean_text(channel)
     settings = settings_or_exit(config)
     _check_channel(settings, channel)
     if preset is not None and preset not in settings.presets:
@@ -157,8 +164,39 @@ def _mount() -> None:
 _mount()
 
 
-def main() -> None:
-    app()
+def _operator_error(error: Exception) -> str | None:
+    """The one line to show for a mistake in what the operator gave (config, paths, data files), else None:
+    a bug keeps its traceback. Commands catch their own errors; this is the net under all of them."""
+    from core.config import ConfigError
+    from core.rag.sources import RagError
+    from feedback import FeedbackError
+    from training.common import RecipeError
+    from training.data import DatasetError
+
+    if isinstance(error, ConfigError | RagError | FeedbackError | RecipeError | DatasetError):
+        return str(error)
+    if isinstance(error, OSError) and error.filename is not None:
+        # An output path that cannot be written, an input that cannot be read.
+        return (f"cannot use {error.filename}: {error.strerror or error}; "
+                "give a path in a folder that exists and that you may read and write")
+    return None
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The `kaizen` console script: operator errors end as one `error:` line and exit code 2, never a traceback.
+    `argv` defaults to the process arguments (tests pass their own)."""
+    # Typed or piped input that is not UTF-8 must not end a chat: undecodable bytes arrive as surrogates, which
+    # core.text.clean_text turns into U+FFFD where the text enters.
+    if isinstance(sys.stdin, io.TextIOWrapper):
+        sys.stdin.reconfigure(errors="surrogateescape")
+    try:
+        app(args=argv, prog_name="kaizen")
+    except Exception as e:
+        message = _operator_error(e)
+        if message is None:
+            raise
+        print_error(message)
+        raise SystemExit(2) from None
 
 
 if __name__ == "__main__":

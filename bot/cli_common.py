@@ -9,12 +9,17 @@ import typer
 
 from core.config import ConfigError, Settings, load_settings
 
-__all__ = ["fail", "parse_since", "settings_or_exit"]
+__all__ = ["fail", "parse_since", "print_error", "settings_or_exit"]
+
+
+def print_error(message: str) -> None:
+    """`error: <message>` on stderr, on one line (newlines in the message are folded)."""
+    typer.secho(f"error: {' '.join(message.split())}", fg=typer.colors.RED, err=True)
 
 
 def fail(message: str, code: int = 2) -> None:
-    """Print one clear error line and exit; never a stack trace for user mistakes."""
-    typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
+    """Print one clear error line and exit (inside a command); never a stack trace for user mistakes."""
+    print_error(message)
     raise typer.Exit(code)
 
 

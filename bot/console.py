@@ -13,6 +13,7 @@ from typing import Any
 from rich.console import Console
 
 from core.engine import Engine
+from core.text import clean_text
 from core.types import Reply, Turn
 
 __all__ = ["ConsoleChat"]
@@ -25,6 +26,7 @@ HELP = """Commands:
   /trace          show what the engine did for the last answer (prompt, trims, reasoning, tool calls)
   /up, /down      vote 👍 or 👎 on the last answer (/retract takes the vote back)
   /reason TEXT    say why, for your vote on the last answer
+  /correct TEXT   replace the last answer with what it should have said (training learns from it)
   /another        try another answer (different decoding); votes on the two make a preference pair
   /reset          forget this conversation
   /help           this text
@@ -56,7 +58,7 @@ class ConsoleChat:
             except (EOFError, KeyboardInterrupt):
                 self.console.print()
                 return
-            line = line.strip()
+            line = clean_text(line).strip()  # NUL, controls, undecodable bytes: valid text from here on
             if line.startswith("/"):
                 if not await self.command(line):
                     return
@@ -131,7 +133,7 @@ class ConsoleChat:
                     self.console.print("no answer yet")
                 else:
                     self.show_trace(self.last)
-            case "up" | "down" | "retract" | "reason":
+            case "up" | "down" | "retract" | "reason" | "correct":
                 self.feedback(name, arg)
             case "another":
                 if self.last is None or not self.last.called_model:
@@ -169,6 +171,12 @@ class ConsoleChat:
                         return
                     self.store.set_reason(interaction_id=iid, user=self.user, reason=arg)
                     self.console.print("reason recorded")
+                case "correct":
+                    if not arg:
+                        self.console.print("usage: /correct TEXT (what the last answer should have said)")
+                        return
+                    self.store.record_correction(interaction_id=iid, user=self.user, text=arg, platform="console")
+                    self.console.print(f"[bold]corrected answer[/bold] (by {self.user}):\n{arg}")
         except Exception as e:  # noqa: BLE001 - a clear line, never a traceback in the chat
             self.console.print(f"[red]{e}[/red]")
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import logging
 import os
+import re
+import tomllib
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -253,15 +255,45 @@ def _describe(error: ValidationError) -> str:
 
 
 def load_settings(config_file: str | Path | None = None, **overrides: Any) -> Settings:
-    """Read the settings tree; raise ConfigError naming every invalid field."""
-    path = config_file or os.environ.get("KAIZEN_CONFIG") or "kaizen.toml"
-    path = Path(path)
-    if config_file is not None and not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
+    """Read the settings tree; raise ConfigError (one line: the file, the place and the fix) for a missing,
+    unreadable or malformed config file and for every invalid field."""
+    named = config_file or os.environ.get("KAIZEN_CONFIG")
+    path = Path(named or "kaizen.toml")
+    if named and not path.is_file():
+        via = "" if config_file else " (from KAIZEN_CONFIG)"
+        raise ConfigError(f"config file not found: {path}{via}; give the path of an existing kaizen.toml")
+    if path.is_file():
+        _check_toml(path)
     Settings._toml_file = path if path.is_file() else None
     try:
         return Settings(**overrides)
     except ValidationError as e:
         raise ConfigError(_describe(e)) from None
+    except UnicodeDecodeError as e:  # the .env file
+        raise ConfigError(f".env: not UTF-8 text (invalid byte at offset {e.start}); save it as UTF-8") from None
     finally:
         Settings._toml_file = None
+
+
+def _check_toml(path: Path) -> None:
+    """Read and parse the TOML file once, so that its mistakes are reported as one ConfigError line."""
+    try:
+        data = path.read_bytes()
+    except OSError as e:
+        raise ConfigError(f"cannot read config file {path}: {e.strerror or e}") from None
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        raise ConfigError(f"{path}: saved as UTF-16 (it starts with a UTF-16 byte-order mark); "
+                          "TOML files must be UTF-8: save it again as UTF-8")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        line = data[: e.start].count(b"\n") + 1
+        raise ConfigError(f"{path}:{line}: not UTF-8 text (invalid byte 0x{data[e.start]:02x}); "
+                          "TOML files must be UTF-8: save it again as UTF-8") from None
+    try:
+        tomllib.loads(text)
+    except tomllib.TOMLDecodeError as e:
+        match = re.search(r"\(at line (\d+), column (\d+)\)", str(e))
+        where = f"{path}:{match.group(1)}" if match else str(path)
+        raise ConfigError(f"{where}: invalid TOML: {e}; fix that line (tables are written [name], strings in "
+                          "quotes; see kaizen.example.toml)") from None

@@ -148,13 +148,14 @@ def serve(
 
 def _mount() -> None:
     # Command modules of the other packages; each imports its heavy parts inside its commands.
-    from bot.cli_feedback import feedback_app, vote
+    from bot.cli_feedback import correct, feedback_app, vote
     from bot.cli_rag import eval_app, ingest, sources_app
     from bot.cli_train import model_app, train_app
 
     app.command()(ingest)
     app.add_typer(sources_app, name="sources")
     app.command()(vote)
+    app.command()(correct)
     app.add_typer(feedback_app, name="feedback")
     app.add_typer(eval_app, name="eval")
     app.add_typer(train_app, name="train")

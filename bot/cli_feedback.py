@@ -14,7 +14,7 @@ from rich.table import Table
 from bot.cli_common import fail, parse_since, settings_or_exit
 from feedback import FeedbackError, FeedbackStats, FeedbackStore, StatsRow
 
-__all__ = ["feedback_app", "vote"]
+__all__ = ["correct", "feedback_app", "vote"]
 
 feedback_app = typer.Typer(
     help="Export training data from the feedback store and show its stats.", no_args_is_help=True
@@ -174,3 +174,20 @@ def vote(
             fail(str(e))
     where = "kept in the local spool (database unreachable)" if status == "spooled" else "recorded"
     typer.echo(f"{direction.value} vote by {who} on {id} {where}")
+
+
+def correct(
+    id: Annotated[str, typer.Argument(help="the interaction id (shown with each answer)")],
+    text: Annotated[str, typer.Argument(help="what the answer should have said")],
+    user: Annotated[str | None, typer.Option("--user", "-u", help="who corrects (default: your login name)")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Correct an answer: training takes your text as the answer to learn and the model's as the one to avoid."""
+    who = user or getpass.getuser()
+    with _open(config) as store:
+        try:
+            status = store.record_correction(interaction_id=id, user=who, text=text, platform="cli")
+        except (FeedbackError, ValueError) as e:
+            fail(str(e))
+    where = "kept in the local spool (database unreachable)" if status == "spooled" else "recorded"
+    typer.echo(f"correction by {who} on {id} {where}")

@@ -176,7 +176,8 @@ class ConsoleChat:
                         self.console.print("usage: /correct TEXT (what the last answer should have said)")
                         return
                     self.store.record_correction(interaction_id=iid, user=self.user, text=arg, platform="console")
-                    self.console.print(f"[bold]corrected answer[/bold] (by {self.user}):\n{arg}")
+                    self.console.print(f"[bold]corrected answer[/bold] (by {self.user}):")
+                    self.console.print(arg, markup=False, highlight=False)
         except Exception as e:  # noqa: BLE001 - a clear line, never a traceback in the chat
             self.console.print(f"[red]{e}[/red]")
 

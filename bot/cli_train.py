@@ -196,12 +196,15 @@ def train_nightly(
 ) -> None:
     """The nightly job: new feedback -> stages -> gate -> promote. Exit 0 (also when skipped), 1 failed, 75 busy."""
     from training.common import RecipeError
+    from training.data import DatasetError, read_curated
     from training.nightly import Recipes, parse_sets, run_nightly
 
     settings = settings_or_exit(config)
     try:
         loaded = Recipes.load(recipes, parse_sets(sets or []))
-    except RecipeError as e:
+        if loaded.nightly.curated_sft:  # bad data is the operator's to fix, not a failed (retried) run
+            read_curated(loaded.nightly.curated_sft)
+    except (RecipeError, DatasetError) as e:
         fail(str(e))
     result = run_nightly(settings, loaded)
     run = result.run

@@ -15,6 +15,7 @@ the audience is one of those channels, so restricted documents never reach a mod
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -234,13 +235,20 @@ def build_examples(
 
 
 def write_jsonl(rows: Iterable[dict[str, Any]], out: Path) -> None:
-    """Write one JSON object per line; a failed export leaves no half-written file behind."""
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """Write one JSON object per line; a failed export leaves no half-written file behind.
+
+    Raises OSError whose `filename` is `out` (not the temporary file) when the path cannot be written."""
     tmp = out.with_name(f".{out.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as handle:
-        for row in rows:
-            handle.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, out)
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", encoding="utf-8") as handle:
+            for row in rows:
+                handle.write(json.dumps(row, ensure_ascii=False) + "\n")
+        os.replace(tmp, out)
+    except OSError as e:
+        with contextlib.suppress(OSError):
+            tmp.unlink(missing_ok=True)
+        raise OSError(e.errno, e.strerror or str(e), str(out)) from None
 
 
 @dataclass(frozen=True)

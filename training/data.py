@@ -28,6 +28,7 @@ __all__ = [
     "holdout_split",
     "prompt_key",
     "prompts_from",
+    "read_curated",
     "read_jsonl",
     "to_prompt_completion",
 ]
@@ -55,25 +56,38 @@ class Checked:
 
 
 def read_jsonl(path: Path | str) -> list[dict[str, Any]]:
-    """Rows of a JSONL file; a line that is not a JSON object is an error naming file and line."""
+    """Rows of a JSONL file; a file that cannot be read or a line that is not a JSON object is a DatasetError
+    naming the file, the line and the fix."""
     path = Path(path)
     rows = []
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except FileNotFoundError:
-        raise DatasetError(f"dataset file not found: {path}") from None
+        raise DatasetError(f"dataset file not found: {path}; check the path") from None
     except UnicodeDecodeError as e:
-        raise DatasetError(f"{path}: not UTF-8 text ({e})") from None
+        raise DatasetError(f"{path}: not UTF-8 text (invalid byte at offset {e.start}); save it as UTF-8") from None
+    except OSError as e:
+        raise DatasetError(f"cannot read dataset file {path}: {e.strerror or e}") from None
     for number, line in enumerate(lines, 1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except ValueError as e:
-            raise DatasetError(f"{path}:{number}: not valid JSON ({e.args[0]})") from None
+            raise DatasetError(f"{path}:{number}: not valid JSON ({e.args[0]}); fix or remove that line "
+                               "(one JSON object per line)") from None
         if not isinstance(row, dict):
-            raise DatasetError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
+            raise DatasetError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}; fix or remove "
+                               "that line (one JSON object per line)")
         rows.append(row)
+    return rows
+
+
+def read_curated(path: Path | str, kind: Kind = "sft") -> list[dict[str, Any]]:
+    """A hand-written dataset file, read and checked as `kind` before any training starts: a bad file is a data
+    error for the operator (DatasetError naming file and line), not a failed training run."""
+    rows = read_jsonl(path)
+    check(rows, kind, source=str(path))
     return rows
 
 

@@ -99,6 +99,9 @@ class Recipes:
             raise RecipeError(f"unknown recipe(s) {', '.join(sorted(unknown))}; valid: nightly, {', '.join(STAGES)}")
         types = {"nightly": NightlyConfig, "sft": SFTRecipe, "reward": RewardRecipe, "rl": RLRecipe,
                  "dpo": DPORecipe, "kto": KTORecipe}
+        if folder is not None and not Path(folder).is_dir():
+            raise RecipeError(f"recipes folder not found: {folder}; give a folder holding <stage>.toml files "
+                              f"({', '.join(types)}) or leave --recipes out to use the packaged recipes")
         loaded = {}
         for name in types:
             own = Path(folder) / f"{name}.toml" if folder else None
@@ -217,9 +220,11 @@ def _export(settings: Settings, cfg: NightlyConfig, since: datetime | None,
 def _night(settings: Settings, recipes: Recipes, *, progress: bool) -> NightlyResult:
     from feedback.preferences import write_jsonl
     from training.common import base_model_path
-    from training.data import read_jsonl
+    from training.data import read_curated, read_jsonl
 
     cfg = recipes.nightly
+    if cfg.curated_sft:  # a bad curated file is a data error: reported before any run or attempt is touched
+        read_curated(cfg.curated_sft)
     registry = Registry(settings.data_dir)
     base = base_model_path(settings)
     # Step 1: a run that crashed (or failed) is resumed on its own data; one that keeps failing is given up.

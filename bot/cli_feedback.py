@@ -12,6 +12,7 @@ from rich.console import Console
 from rich.table import Table
 
 from bot.cli_common import fail, parse_since, settings_or_exit
+from core.text import clean_text
 from feedback import FeedbackError, FeedbackStats, FeedbackStore, StatsRow
 
 __all__ = ["correct", "feedback_app", "vote"]
@@ -169,7 +170,8 @@ def vote(
                 status = store.retract_vote(interaction_id=id, user=who)
             else:
                 value = 1 if direction is Direction.up else -1
-                status = store.vote(interaction_id=id, user=who, value=value, reason=reason)
+                status = store.vote(interaction_id=id, user=who, value=value,
+                                    reason=None if reason is None else clean_text(reason))
         except (FeedbackError, ValueError) as e:
             fail(str(e))
     where = "kept in the local spool (database unreachable)" if status == "spooled" else "recorded"
@@ -186,7 +188,7 @@ def correct(
     who = user or getpass.getuser()
     with _open(config) as store:
         try:
-            status = store.record_correction(interaction_id=id, user=who, text=text, platform="cli")
+            status = store.record_correction(interaction_id=id, user=who, text=clean_text(text), platform="cli")
         except (FeedbackError, ValueError) as e:
             fail(str(e))
     where = "kept in the local spool (database unreachable)" if status == "spooled" else "recorded"

@@ -280,11 +280,11 @@ def main() -> None:
         return
 
     from core.config import ModelSettings
-    from core.models import _resolve_source
+    from core.models import resolve_source
 
     with tempfile.TemporaryDirectory(prefix="kaizen-bench-") as tmp:
         base_dir = Path(tmp)
-        source = Path(_resolve_source(ModelSettings(), ROOT / "data")[0])
+        source = Path(resolve_source(ModelSettings(), ROOT / "data")[0])
         (base_dir / "base").symlink_to(source, target_is_directory=True)
         wanted = set(args.only.split(","))
         t0 = time.perf_counter()

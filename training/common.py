@@ -180,11 +180,11 @@ def _reject_unknown(cls: type, values: dict[str, Any], where: str) -> None:
 
 def base_model_path(settings: Settings) -> str:
     """The base model trl trains on: the configured one, the default converted once to safetensors."""
-    from core.models import _resolve_source
+    from core.models import resolve_source
 
     if settings.model.backend != "transformers" and not settings.model.name:
         raise RecipeError("training needs a local base model: set model.name to its Hugging Face id or folder")
-    return _resolve_source(settings.model, Path(settings.data_dir))[0]
+    return resolve_source(settings.model, Path(settings.data_dir))[0]
 
 
 @dataclass

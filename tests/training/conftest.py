@@ -31,9 +31,9 @@ from training_helpers import (  # noqa: E402
 def default_model_path(model_data_dir) -> Path:
     """The converted default SmolLM2-135M-Instruct folder (converted once, kept between runs)."""
     from core.config import ModelSettings
-    from core.models import _resolve_source
+    from core.models import resolve_source
 
-    return Path(_resolve_source(ModelSettings(), model_data_dir)[0])
+    return Path(resolve_source(ModelSettings(), model_data_dir)[0])
 
 
 @pytest.fixture(scope="session")

@@ -85,7 +85,9 @@ class ModelSettings(_Strict):
     adapters: dict[str, str] = Field(default_factory=dict)
     adapter: str = ""
     context_window: int | None = Field(default=None, gt=0)
-    # Continuous batching of concurrent requests with compatible decoding.
+    # "continuous": requests join the running batch at the next token, each with its own settings and adapter;
+    # "static": compatible requests are gathered for batch_wait_ms and run as one generate call (for comparison).
+    batching: Literal["continuous", "static"] = "continuous"
     max_batch_size: int = Field(default=8, ge=1, le=256)
     batch_wait_ms: int = Field(default=15, ge=0, le=5000)
     threads: int | None = Field(default=None, ge=1)
@@ -115,6 +117,8 @@ class RagSettings(_Strict):
     candidates: int = Field(default=20, ge=1, le=200)
     # Cosine similarity a chunk needs to count as relevant; below it for all, "nothing found".
     min_score: float = Field(default=0.2, ge=-1.0, le=1.0)
+    # Text files larger than this (MB) are read, chunked, embedded and stored block by block (bounded memory).
+    stream_above_mb: float = Field(default=4.0, gt=0)
     weaviate_collection: str = Field(default="KaizenChunks", pattern=r"^[A-Z][A-Za-z0-9_]*$")
     weaviate_grpc_port: int = Field(default=50051, ge=1, le=65535)
 

@@ -6,7 +6,7 @@ import hashlib
 import logging
 import time
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -17,7 +17,16 @@ from llama_index.core.schema import Document
 from core.config import Settings
 from core.rag.chunking import doc_key, splitters
 from core.rag.embeddings import load_embedder, model_name, token_counter
-from core.rag.readers import Found, UnreadableFile, discover, read_file
+from core.rag.readers import (
+    HTML,
+    STREAMABLE_SUFFIXES,
+    Found,
+    UnreadableFile,
+    discover,
+    read_file,
+    stream_text,
+    title_from_name,
+)
 from core.rag.sources import FileRecord, RagError, SourceRecord, SourceRegistry, normalize_channel
 from core.rag.stores import ChunkStore, open_store
 
@@ -63,6 +72,9 @@ def ingest(
 
     Raises RagError before changing anything when an argument is wrong or a path does not exist.
     Files that cannot be read are skipped and reported; the previous version of such a file stays.
+    Text files above `rag.stream_above_mb` are chunked and stored block by block (memory bounded by a block;
+    they are cut as plain text, without section headings). A file's new chunks replace every chunk the store
+    holds for it, so re-running an interrupted ingest stores nothing twice.
     """
     started = time.perf_counter()
     registry = SourceRegistry.for_settings(settings)
@@ -108,11 +120,43 @@ def ingest(
         else:
             todo.append((item, digest))
 
-    # 2. Read them; a bad file is skipped with its reason, and its previous chunks stay searchable.
-    docs: list[Document] = []
-    readable: list[tuple[Found, str]] = []
+    # 2. Read, chunk, embed and store file by file (small files in batches, large text files as a stream of
+    # blocks). Storing a file's chunks first deletes whatever the store holds for that file, registered or not,
+    # so a run interrupted before the registry was saved never leaves a chunk twice when it is run again.
+    indexer = _Indexer(settings, name, allowed, embedder, store or open_store(settings), show_progress)
+    limit = int(settings.rag.stream_above_mb * 2**20)
+    batch: list[tuple[Found, str, list[Document]]] = []
+    batch_chars = 0
+    written: list[str] = []
+
+    def record(item: Found, digest: str, chunks: int) -> None:
+        key = str(item.path)
+        if not chunks:
+            _skip(report, kept, old_files, item, "no text to index", access_changed)
+            return
+        (report.updated if key in old_files else report.added).append(item.display)
+        kept[key] = FileRecord(sha256=digest, chunks=chunks, path=item.display)
+        written.append(key)
+        report.chunks += chunks
+
+    def flush() -> None:
+        nonlocal batch_chars
+        counts = indexer.replace([doc for _, _, docs in batch for doc in docs])
+        for item, digest, _ in batch:
+            record(item, digest, counts[str(item.path)])
+        batch.clear()
+        batch_chars = 0
+
     for item, digest in todo:
         try:
+            size = item.path.stat().st_size
+            if size > limit and item.path.suffix.lower() in STREAMABLE_SUFFIXES:
+                blocks = stream_text(item.path, block_chars=min(max(limit, 4096), _BLOCK_CHARS))
+                record(item, digest, indexer.stream(item, blocks))
+                continue
+            if size > limit and item.path.suffix.lower() in HTML:
+                raise UnreadableFile(f"HTML file of {size / 2**20:.0f} MB is larger than rag.stream_above_mb "
+                                     f"({settings.rag.stream_above_mb:g} MB): save it as text, or raise the limit")
             file_docs = read_file(item.path)
         except UnreadableFile as e:
             _skip(report, kept, old_files, item, str(e), access_changed)
@@ -121,47 +165,21 @@ def ingest(
             _skip(report, kept, old_files, item, f"cannot read ({e.strerror or e})", access_changed)
             continue
         for doc in file_docs:
-            doc.metadata.update(
-                file=str(item.path),
-                path=item.display,
-                source=name,
-                channels=",".join(allowed),
-                access="restricted" if allowed else "public",
-            )
-        docs.extend(file_docs)
-        readable.append((item, digest))
+            doc.metadata.update(indexer.file_metadata(item))
+        batch.append((item, digest, file_docs))
+        batch_chars += sum(len(d.text) for d in file_docs)
+        if batch_chars >= limit:
+            flush()
+    flush()
 
-    # 3. Chunk and embed (batched, with a progress bar) before touching the store.
-    nodes = []
-    if docs:
-        embedder = embedder or load_embedder(settings)
-        pipeline = IngestionPipeline(
-            transformations=[*splitters(settings.rag, token_counter(embedder)), embedder], disable_cache=True
-        )
-        nodes = pipeline.run(documents=docs, show_progress=show_progress)
-    per_file = Counter(node.metadata["file"] for node in nodes)
-    written: list[str] = []
-    for item, digest in readable:
-        key = str(item.path)
-        if not per_file[key]:
-            _skip(report, kept, old_files, item, "no text to index", access_changed)
-            continue
-        (report.updated if key in old_files else report.added).append(item.display)
-        kept[key] = FileRecord(sha256=digest, chunks=per_file[key], path=item.display)
-        written.append(key)
+    # 3. Drop the chunks of deleted files, and of files that turned bad when their access changed.
     found_keys = {str(item.path) for item in found}
     gone = [key for key in old_files if key not in found_keys]
     report.removed = [old_files[key].path for key in gone]
     dropped = [key for key in old_files if key not in kept and key not in gone]
-
-    # 4. Replace the chunks of changed files, drop those of deleted ones, then refresh indexes.
-    store = store or open_store(settings)
-    written_set = set(written)
-    store.delete_files(doc_key(name, key) for key in [*written, *gone, *dropped] if key in old_files)
-    store.add([n for n in nodes if n.metadata["file"] in written_set])
-    report.chunks = sum(per_file[key] for key in written)
+    indexer.store.delete_files(doc_key(name, key) for key in [*gone, *dropped])
     if written or gone or dropped:
-        store.optimize()
+        indexer.store.optimize()
 
     registry.save(
         SourceRecord(name=name, paths=[str(Path(p).resolve()) for p in paths], channels=allowed, files=kept),
@@ -170,6 +188,58 @@ def ingest(
     report.seconds = time.perf_counter() - started
     logger.info("%s", report.summary())
     return report
+
+
+_BLOCK_CHARS = 1 << 20  # characters per block of a streamed file
+
+
+class _Indexer:
+    """Chunks, embeds and stores the documents of one source; each file's chunks replace the stored ones."""
+
+    def __init__(self, settings: Settings, source: str, allowed: list[str], embedder: BaseEmbedding | None,
+                 store: ChunkStore, show_progress: bool) -> None:
+        self.settings, self.source, self.allowed, self.store = settings, source, allowed, store
+        self._embedder, self.show_progress = embedder, show_progress
+        self._pipeline: IngestionPipeline | None = None
+
+    @property
+    def pipeline(self) -> IngestionPipeline:
+        if self._pipeline is None:  # the embedding model loads only when there is something to embed
+            embedder = self._embedder or load_embedder(self.settings)
+            self._pipeline = IngestionPipeline(
+                transformations=[*splitters(self.settings.rag, token_counter(embedder)), embedder], disable_cache=True
+            )
+        return self._pipeline
+
+    def file_metadata(self, item: Found) -> dict[str, str]:
+        return {"file": str(item.path), "path": item.display, "source": self.source,
+                "channels": ",".join(self.allowed), "access": "restricted" if self.allowed else "public"}
+
+    def replace(self, docs: list[Document]) -> Counter[str]:
+        """Chunk and embed `docs` (before touching the store), then swap in their files' chunks; chunks per file."""
+        if not docs:
+            return Counter()
+        nodes = self.pipeline.run(documents=docs, show_progress=self.show_progress)
+        per_file = Counter(node.metadata["file"] for node in nodes)
+        self.store.delete_files(doc_key(self.source, key) for key in per_file)
+        self.store.add(nodes)
+        return per_file
+
+    def stream(self, item: Found, blocks: Iterator[str]) -> int:
+        """Index a large text file block by block (memory bounded by a block); returns its chunk count.
+        The file's stored chunks are deleted just before its first chunks are added."""
+        title = title_from_name(item.path)
+        total = 0
+        for number, block in enumerate(blocks, 1):
+            doc = Document(text=block, metadata={"title": title, "page": 0, "kind": "plain",
+                                                 **self.file_metadata(item)})
+            nodes = self.pipeline.run(documents=[doc], show_progress=False)
+            if nodes and total == 0:
+                self.store.delete_files([doc_key(self.source, str(item.path))])
+            self.store.add(nodes)
+            total += len(nodes)
+            logger.info("%s: block %d, %d chunks so far", item.display, number, total)
+        return total
 
 
 def _skip(

@@ -75,7 +75,8 @@ def test_bad_files_are_skipped_with_a_reason_and_the_rest_ingests(settings, tmp_
     (folder / "good.md").write_text("# Parking\n\nVisitors park in lot P7 next to the gate.\n")
     (folder / "empty.md").write_bytes(b"")
     (folder / "blank.txt").write_text("   \n\n")
-    (folder / "latin1.txt").write_bytes("Caf\xe9 cr\xe8me br\xfbl\xe9e".encode("latin-1"))
+    (folder / "latin1.txt").write_bytes("Caf\xe9 cr\xe8me br\xfbl\xe9e".encode("latin-1"))  # detected, read
+    (folder / "garbage.txt").write_bytes(bytes((i * 7919 + 13) % 256 for i in range(3000)))  # binary
     (folder / "corrupt.pdf").write_bytes(b"%PDF-1.4\nthis is not really a pdf\n")
     (folder / "broken.docx").write_bytes(b"not a zip archive")
     plain = pdf_writer(tmp_path / "plain.pdf", [["Secret merger plans"]])
@@ -87,11 +88,11 @@ def test_bad_files_are_skipped_with_a_reason_and_the_rest_ingests(settings, tmp_
 
     report = ingest(settings, [folder], source="mixed", public=True, embedder=embedder)
 
-    assert report.added == ["mixed/good.md"]
+    assert report.added == ["mixed/good.md", "mixed/latin1.txt"]
     reasons = dict(report.skipped)
     assert reasons["mixed/empty.md"] == "empty file"
     assert reasons["mixed/blank.txt"] == "empty file"
-    assert reasons["mixed/latin1.txt"].startswith("not UTF-8 text")
+    assert reasons["mixed/garbage.txt"].startswith("cannot decode")
     assert reasons["mixed/corrupt.pdf"].startswith("unreadable PDF")
     assert reasons["mixed/broken.docx"].startswith("unreadable DOCX")
     assert reasons["mixed/locked.pdf"] == "encrypted PDF (needs a password)"

@@ -7,6 +7,12 @@ Three ways to get an action out of the model, best first:
   makes calls that always parse;
 - a tolerant text parser for everything else (HTTP backends, or constrained decoding switched off).
 Tool errors, timeouts, unknown tools and bad arguments all come back to the model as observations.
+
+Tool output is data, never instructions: every observation of something a tool read is delimited
+(`<observation>...</observation>`, which its text cannot close) and, in every observation, lines that look like
+agent steps (Thought/Action/Action Input/Observation/Final Answer) are neutralised, so a document or web page
+cannot pose as the model's own step. Every source a tool read (search_docs excerpts, http_get pages, company tool
+results) is collected on the result, so the reply records what the model saw and who may read it.
 """
 
 from __future__ import annotations
@@ -21,9 +27,9 @@ from typing import Any
 from core.config import ToolSettings
 from core.decoding import DecodingConfig
 from core.tools import Tool, ToolError
-from core.types import Message, TraceStep
+from core.types import Message, Source, TraceStep
 
-__all__ = ["AgentResult", "ReActAgent", "parse_react"]
+__all__ = ["AgentResult", "ReActAgent", "delimit_observation", "neutralise_steps", "parse_react"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +67,40 @@ class AgentResult:
     valid_calls: int = 0
     calls: int = 0
     extra: dict[str, Any] = field(default_factory=dict)
+    # Everything a tool showed the model that came from documents, the network or company systems.
+    sources: list[Source] = field(default_factory=list)
+
+    def add_sources(self, sources: tuple[Source, ...] | list[Source]) -> None:
+        seen = {s.id for s in self.sources}
+        for source in sources:
+            if source.id not in seen:
+                seen.add(source.id)
+                self.sources.append(source)
+
+
+_STEP_WORD = re.compile(r"(?i)\b(thought|action[\s_]*input|action|observation|final[\s_]*answer)(\s*[:：])")
+_DELIMITER = re.compile(r"(?i)<\s*/?\s*observation")
+
+
+def neutralise_steps(text: str) -> str:
+    """Tool text with agent-step markers defused: `Final Answer: x` becomes `Final Answer (quoted): x`, which no
+    parser reads as a step, and `<observation>` tags inside cannot close or open the delimiter."""
+    text = _DELIMITER.sub(lambda m: m.group(0).replace("<", "‹"), text)
+    return _STEP_WORD.sub(lambda m: f"{m.group(1)} (quoted){m.group(2)}", text)
+
+
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.:/])(?:/|[A-Za-z]:\\)(?:[\w.~ -]+[/\\])+(?=[\w.-])")
+
+
+def _no_server_paths(text: str) -> str:
+    """An error as users may see it: absolute server paths cut to the file name."""
+    return _ABSOLUTE_PATH.sub("", text)
+
+
+def delimit_observation(text: str) -> str:
+    """An observation as the model sees it: inside `<observation>` tags (the text is neutralised first)."""
+    text = neutralise_steps(text)
+    return f"<observation>{text}</observation>" if "\n" not in text else f"<observation>\n{text}\n</observation>"
 
 
 def _describe(tools: dict[str, Tool]) -> str:
@@ -175,13 +215,13 @@ class ReActAgent:
             last_call = call
             valid = self._valid(step)
             result.valid_calls += valid
-            observation = await self._observe(step)
+            observation = await self._observe(step, result)
             result.trace.append(TraceStep("action", {
                 "thought": step.get("thought", ""), "tool": step.get("tool"), "valid": valid,
                 "arguments": step.get("arguments", step.get("raw_input")), "observation": observation,
                 **({"error": step["error"]} if "error" in step else {}),
             }))
-            pad += f" {observation}\n"
+            pad += f" {self._shown(step, observation)}\n"
             if self._too_long(messages, pad, decoding):
                 result.trace.append(TraceStep("trim", {"what": "agent", "reason": "scratchpad reached the context"}))
                 break
@@ -283,7 +323,8 @@ class ReActAgent:
             return False
         return True
 
-    async def _observe(self, step: dict[str, Any]) -> str:
+    async def _observe(self, step: dict[str, Any], result: AgentResult) -> str:
+        """The tool's text (neutralised, truncated) or the error; what it read is added to `result.sources`."""
         if "error" in step:
             return f"Error: {step['error']}"
         tool = self.tools.get(step["tool"])
@@ -291,19 +332,31 @@ class ReActAgent:
             step["error"] = f"tool {step['tool']!r} is not enabled here"
             return f"Error: {step['error']}"
         try:
-            text = await tool(step.get("arguments") or {})
+            output = await tool.run(step.get("arguments") or {})
         except ToolError as e:
             step["error"] = str(e)
             return f"Error: {e}"
         except Exception as e:  # noqa: BLE001 - a broken tool must not break the loop
             logger.warning("tool %s raised", tool.name, exc_info=True)
-            step["error"] = f"{tool.name} failed: {type(e).__name__}: {e}"
+            step["error"] = f"{tool.name} failed: {type(e).__name__}: {_no_server_paths(str(e))}"
             return f"Error: {step['error']}"
+        result.add_sources(output.sources)
+        text = output.text
         limit = self.cfg.observation_max_chars
         if len(text) > limit:
             step["truncated"] = True
             text = text[:limit] + f" … [truncated from {len(text)} characters]"
+        text = neutralise_steps(text)
         return text.replace("\n", " ").strip() if len(text) < 200 else text.strip()
+
+    def _shown(self, step: dict[str, Any], observation: str) -> str:
+        """The observation as the model sees it. What a tool read (documents, pages, company systems) is delimited
+        as data; a computed result (calculator, clock) or an error is Kaizen's own text and stays bare, as in the
+        format's example (small models copy a bare number more faithfully)."""
+        tool = self.tools.get(step.get("tool") or "")
+        if "error" in step or tool is None or tool.reads == "computed":
+            return neutralise_steps(observation)
+        return delimit_observation(observation)
 
     def _too_long(self, messages, pad: str, decoding: DecodingConfig) -> bool:
         used = self.model.count_tokens([*messages, {"role": "assistant", "content": pad}])
@@ -334,12 +387,13 @@ class ReActAgent:
                 result.calls += 1
                 valid = self._valid(step)
                 result.valid_calls += valid
-                observation = await self._observe(step)
+                observation = await self._observe(step, result)
                 result.trace.append(TraceStep("action", {"thought": step["thought"], "tool": step["tool"],
                                                          "valid": valid,
                                                          "arguments": step.get("arguments"),
                                                          "observation": observation, "native": True}))
-                messages.append({"role": "tool", "tool_call_id": call.get("id", ""), "content": observation})
+                messages.append({"role": "tool", "tool_call_id": call.get("id", ""),
+                                 "content": self._shown(step, observation)})
         result.answer = result.answer or APOLOGY
         result.prompt = [Message(m["role"], m["content"] if isinstance(m["content"], str) else "")
                          for m in messages]

@@ -8,16 +8,19 @@ from __future__ import annotations
 
 import ast
 import asyncio
+import hashlib
 import importlib
 import inspect
+import json
 import logging
 import math
 import operator
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
-from urllib.parse import urlparse
+from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import ValidationError
@@ -25,15 +28,35 @@ from pydantic import ValidationError
 from core.config import ToolSettings
 from core.types import Source
 
-__all__ = ["Tool", "ToolError", "build_tools", "calculator", "current_time", "make_tool"]
+__all__ = ["Tool", "ToolError", "ToolOutput", "build_tools", "calculator", "current_time", "make_tool",
+           "parse_allowlist"]
 
 logger = logging.getLogger(__name__)
 
 BUILTIN_TOOLS = ("calculator", "current_time", "search_docs", "http_get")
+# Marks an external tool result when the asking channel is unknown: restricted, readable by no audience.
+UNKNOWN_AUDIENCE = "unknown"
 
 
 class ToolError(Exception):
     """A tool failed in a way the model should hear about (returned to it as the observation)."""
+
+
+@dataclass(frozen=True)
+class ToolOutput:
+    """A tool's text for the model and the sources it was read from (they go on the reply, so an answer that
+    saw restricted text is recorded as restricted). A tool function may return one to declare its sources
+    itself; a company tool returning a plain string is treated as reading something Kaizen cannot see the
+    access of (see `Tool.reads`)."""
+
+    text: str
+    sources: tuple[Source, ...] = ()
+
+
+# What a tool's text comes from: "computed" (nothing is read: calculator, clock), "documents" (the tool returns
+# ToolOutput with the retrieved excerpts), "external" (a network or company system: its text is recorded as a
+# source readable only by the channel that asked).
+Reads = str
 
 
 @dataclass
@@ -44,6 +67,9 @@ class Tool:
     fn: Callable[..., Any]
     schema: Any  # the pydantic model that validates arguments
     timeout_s: float = 10.0
+    reads: Reads = "external"
+    # The identity of the channel asking (core.types.Turn.audience): who may read what an external tool returned.
+    audience: str = ""
 
     def validate(self, args: dict[str, Any]) -> dict[str, Any]:
         """Arguments checked and coerced against the schema; ToolError names what is wrong."""
@@ -53,8 +79,9 @@ class Tool:
             problems = "; ".join(f"{'.'.join(map(str, x['loc'])) or 'arguments'}: {x['msg']}" for x in e.errors())
             raise ToolError(f"invalid arguments for {self.name}: {problems}") from None
 
-    async def __call__(self, args: dict[str, Any]) -> str:
-        """Run with validated args under the tool's timeout; the result as text for the model."""
+    async def run(self, args: dict[str, Any]) -> ToolOutput:
+        """Run with validated args under the tool's timeout: the text for the model and its sources.
+        Raises ToolError (bad arguments, time-out, or the tool's own)."""
         valid = self.validate(args)
         if inspect.iscoroutinefunction(self.fn):
             coro = self.fn(**valid)
@@ -64,7 +91,26 @@ class Tool:
             result = await asyncio.wait_for(coro, self.timeout_s)
         except TimeoutError:
             raise ToolError(f"{self.name} timed out after {self.timeout_s:g} s") from None
-        return result if isinstance(result, str) else str(result)
+        if isinstance(result, ToolOutput):
+            return result
+        text = result if isinstance(result, str) else str(result)
+        if self.reads != "external":
+            return ToolOutput(text)
+        return ToolOutput(text, (self._external_source(valid, text),))
+
+    async def __call__(self, args: dict[str, Any]) -> str:
+        """Run with validated args under the tool's timeout; the result as text for the model."""
+        return (await self.run(args)).text
+
+    def _external_source(self, args: dict[str, Any], text: str) -> Source:
+        key = json.dumps(args, sort_keys=True, default=str, ensure_ascii=False)
+        url = str(args.get("url", "")) if self.name == "http_get" else ""
+        return Source(
+            id=f"{self.name}:{hashlib.sha256(key.encode()).hexdigest()[:16]}", text=text[:2000],
+            title=url or self.name, uri=url, source=f"tool:{self.name}",
+            # Kaizen cannot know who may read what a network or company system returned: only where it was asked.
+            channels=(self.audience or UNKNOWN_AUDIENCE,), metadata={"tool": self.name, "arguments": key[:500]},
+        )
 
     def spec(self) -> dict[str, Any]:
         """OpenAI-style function description (also what chat templates with tools accept)."""
@@ -73,24 +119,60 @@ class Tool:
 
 
 def make_tool(fn: Callable[..., Any], *, name: str | None = None, description: str | None = None,
-              timeout_s: float = 10.0) -> Tool:
+              timeout_s: float = 10.0, reads: Reads = "external", audience: str = "") -> Tool:
+    """A Tool from a typed, documented function; `reads` and `audience` as on `Tool`."""
     from llama_index.core.tools import FunctionTool
 
     ft = FunctionTool.from_defaults(fn=fn, name=name, description=description)
     meta = ft.metadata
     doc = description or (inspect.getdoc(fn) or "").split("\n\n")[0]
     return Tool(name=meta.get_name(), description=doc, parameters=meta.get_parameters_dict(), fn=fn,
-                schema=meta.fn_schema, timeout_s=timeout_s)
+                schema=meta.fn_schema, timeout_s=timeout_s, reads=reads, audience=audience)
 
 
 # --- calculator: arithmetic parsed with `ast`, never eval ------------------------------------------------
+# Every operation's cost is bounded *before* it runs: big-integer work holds the interpreter (a time-out
+# cannot interrupt it), so an integer result may have at most MAX_BITS bits, estimated from the operands.
 
+MAX_BITS = 4096  # about 1233 decimal digits: more than any answer needs, microseconds to compute
+MAX_ROUND_DIGITS = 100
 _BINOPS = {ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
            ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow}
 _UNARY = {ast.UAdd: operator.pos, ast.USub: operator.neg}
 _FUNCS = {"sqrt": math.sqrt, "abs": abs, "round": round, "log": math.log, "exp": math.exp, "sin": math.sin,
           "cos": math.cos, "tan": math.tan, "floor": math.floor, "ceil": math.ceil, "min": min, "max": max}
+# Functions that take several arguments: inside their parentheses a comma separates arguments.
+_MULTI_ARG = {"round", "log", "min", "max"}
 _CONSTS = {"pi": math.pi, "e": math.e}
+_GROUPED = re.compile(r"\d{1,3}(?:,\d{3})+(?![\d,])")
+
+
+def _bits(value: float | int) -> int:
+    return abs(value).bit_length() if isinstance(value, int) else 0
+
+
+def _check_cost(op: ast.operator, a: float | int, b: float | int) -> None:
+    """Refuse an operation whose exact integer result would exceed MAX_BITS (floats overflow by themselves)."""
+    if not (isinstance(a, int) and isinstance(b, int)):
+        return
+    if isinstance(op, ast.Pow):
+        if b < 0 or abs(a) <= 1:
+            return
+        if b > MAX_BITS or (_bits(a) - 1) * b > MAX_BITS:
+            raise ToolError(f"result too large (more than {MAX_BITS} bits)")
+    elif isinstance(op, ast.Mult) and _bits(a) + _bits(b) > MAX_BITS + 1:
+        raise ToolError(f"result too large (more than {MAX_BITS} bits)")
+
+
+def _call(fn: str, args: list[float | int]) -> float | int:
+    if fn == "round" and len(args) == 2 and isinstance(args[1], int) and abs(args[1]) > MAX_ROUND_DIGITS:
+        raise ToolError(f"round: at most {MAX_ROUND_DIGITS} digits")
+    if fn == "round" and len(args) == 2 and not isinstance(args[1], int):
+        raise ToolError("round: the number of digits must be a whole number")
+    try:
+        return _FUNCS[fn](*args)
+    except TypeError as e:
+        raise ToolError(f"{fn}: {e}") from None
 
 
 def _eval(node: ast.AST) -> float | int:
@@ -101,39 +183,80 @@ def _eval(node: ast.AST) -> float | int:
             return v
         case ast.BinOp(left=left, op=op, right=right) if type(op) in _BINOPS:
             a, b = _eval(left), _eval(right)
-            if isinstance(op, ast.Pow) and abs(b) > 1000:
-                raise ToolError("exponent too large")
+            _check_cost(op, a, b)
             return _BINOPS[type(op)](a, b)
         case ast.UnaryOp(op=op, operand=operand) if type(op) in _UNARY:
             return _UNARY[type(op)](_eval(operand))
         case ast.Call(func=ast.Name(id=fn), args=args, keywords=[]) if fn in _FUNCS:
-            return _FUNCS[fn](*[_eval(a) for a in args])
+            return _call(fn, [_eval(a) for a in args])
         case ast.Name(id=name) if name in _CONSTS:
             return _CONSTS[name]
+        case ast.Tuple():
+            raise ToolError("a comma outside a function's arguments: write numbers without digit grouping, "
+                            "e.g. 1000 rather than 1,000 where it could be read two ways")
     raise ToolError(f"unsupported expression element: {ast.dump(node)[:60]}")
+
+
+def _commas(text: str) -> str:
+    """Digit-grouping commas removed where unambiguous; argument commas kept.
+
+    Inside the parentheses of a function taking several arguments (round, log, min, max) every comma
+    separates arguments: `round(2.567,2)` is round(2.567, 2). Elsewhere a comma can only be digit grouping,
+    so `1,000,000 * 2` and `sqrt(1,000,000)` are read as grouped numbers."""
+    out: list[str] = []
+    stack: list[bool] = []  # per open parenthesis: are its commas argument separators?
+    i = 0
+    while i < len(text):
+        ch = text[i]
+        if ch == "(":
+            name = re.search(r"([A-Za-z_]\w*)\s*$", "".join(out))
+            stack.append(bool(name and name.group(1) in _MULTI_ARG))
+        elif ch == ")" and stack:
+            stack.pop()
+        elif ch.isdigit() and not (stack and stack[-1]) and (i == 0 or not (text[i - 1].isalnum()
+                                                                            or text[i - 1] in "._")):
+            if m := _GROUPED.match(text, i):
+                out.append(m.group().replace(",", ""))
+                i = m.end()
+                continue
+        out.append(ch)
+        i += 1
+    return "".join(out)
 
 
 def calculator(expression: str) -> str:
     """Evaluate an arithmetic expression such as "17 * 23" or "sqrt(2) + 3^2".
 
+    Functions: sqrt abs round log exp sin cos tan floor ceil min max; `round(2.567, 2)`, `log(8, 2)`.
+    Raises ToolError for anything else, and before any integer result above MAX_BITS bits is computed.
+
     Args:
         expression: the arithmetic expression to evaluate
     """
-    text = expression.replace("^", "**").replace("×", "*").replace("÷", "/").replace(",", "").strip()
+    text = expression.replace("^", "**").replace("×", "*").replace("÷", "/").strip()
     if not text:
         raise ToolError("empty expression")
     if len(text) > 200:
         raise ToolError("expression too long")
+    text = _commas(text)
+    if re.search(r"(?<![\w.])0\d", text):
+        raise ToolError(f"ambiguous number in {expression!r}: write numbers without leading zeros or grouping")
     try:
         tree = ast.parse(text, mode="eval")
-    except SyntaxError:
+    except (SyntaxError, ValueError, MemoryError, RecursionError):
         raise ToolError(f"not an arithmetic expression: {expression!r}") from None
     try:
         value = _eval(tree)
     except ZeroDivisionError:
         raise ToolError("division by zero") from None
+    except RecursionError:
+        raise ToolError("expression nested too deeply") from None
     except (OverflowError, ValueError) as e:
         raise ToolError(f"cannot compute: {e}") from None
+    if isinstance(value, complex) or (isinstance(value, float) and not math.isfinite(value)):
+        raise ToolError("the result is not a finite real number")
+    if isinstance(value, int) and value.bit_length() > MAX_BITS:
+        raise ToolError(f"result too large (more than {MAX_BITS} bits)")
     if isinstance(value, float) and value.is_integer() and abs(value) < 1e15:
         value = int(value)
     return str(round(value, 10) if isinstance(value, float) else value)
@@ -153,7 +276,30 @@ def current_time(timezone: str = "UTC") -> str:
     return now.strftime(f"%A %Y-%m-%d %H:%M:%S {timezone or 'UTC'}")
 
 
+DEFAULT_PORTS = {"http": 80, "https": 443}
+
+
+def parse_allowlist(entries: list[str]) -> set[tuple[str, int | None]]:
+    """`http_allowlist` entries as (host, port): "wiki.internal" (ports 80 and 443 only, shown as None) or
+    "wiki.internal:8080" (that port only); "[fd00::1]:8443" for IPv6. Raises ValueError naming a bad entry."""
+    allowed: set[tuple[str, int | None]] = set()
+    for entry in entries:
+        raw = entry.strip()
+        try:
+            parts = urlsplit(raw if "//" in raw else "//" + raw)
+            port = parts.port
+        except ValueError:
+            parts, port = None, None
+        host = (parts.hostname or "").rstrip(".") if parts else ""
+        if not host or (parts and (parts.path not in ("", "/") or parts.username or parts.query)):
+            raise ValueError(f"tools.http_allowlist: {entry!r} is not a host or host:port (e.g. wiki.internal:8080)")
+        allowed.add((host.lower(), port))
+    return allowed
+
+
 def _http_get_tool(cfg: ToolSettings) -> Callable[..., Any]:
+    allowed = parse_allowlist(cfg.http_allowlist)
+
     async def http_get(url: str) -> str:
         """Fetch a web page from an allowed internal host and return its text.
 
@@ -162,14 +308,20 @@ def _http_get_tool(cfg: ToolSettings) -> Callable[..., Any]:
         """
         import httpx
 
-        host = urlparse(url).hostname or ""
-        if urlparse(url).scheme not in ("http", "https"):
+        parts = urlsplit(url.strip())
+        if parts.scheme not in DEFAULT_PORTS:
             raise ToolError("only http and https URLs can be fetched")
-        if host not in cfg.http_allowlist:
-            raise ToolError(f"host {host!r} is not on the allowlist")
+        try:
+            port = parts.port or DEFAULT_PORTS[parts.scheme]
+        except ValueError:
+            raise ToolError("the URL's port is not a number between 0 and 65535") from None
+        host = (parts.hostname or "").rstrip(".").lower()
+        if (host, port) not in allowed and not ((host, None) in allowed and port in DEFAULT_PORTS.values()):
+            shown = f"{host}:{port}" if port not in DEFAULT_PORTS.values() else host
+            raise ToolError(f"{shown!r} is not on the allowlist")
         async with httpx.AsyncClient(timeout=cfg.http_timeout_s, follow_redirects=False) as client:
             try:
-                async with client.stream("GET", url) as r:
+                async with client.stream("GET", url.strip()) as r:
                     body = b""
                     async for chunk in r.aiter_bytes():
                         body += chunk
@@ -184,7 +336,7 @@ def _http_get_tool(cfg: ToolSettings) -> Callable[..., Any]:
 
 
 def _search_docs_tool(retriever: Any, channel: Any, k: int) -> Callable[..., Any]:
-    async def search_docs(query: str) -> str:
+    async def search_docs(query: str) -> ToolOutput:
         """Search the company documents this channel may read and return the most relevant excerpts.
 
         Args:
@@ -192,10 +344,22 @@ def _search_docs_tool(retriever: Any, channel: Any, k: int) -> Callable[..., Any
         """
         sources: list[Source] = await retriever.retrieve(query, channel=channel, k=k)
         if not sources:
-            return "No matching documents."
-        return "\n\n".join(f"[{i}] {s.title} ({s.uri})\n{s.text}" for i, s in enumerate(sources, 1))
+            return ToolOutput("No matching documents.")
+        # Paths below the ingested folder, never the server's absolute path.
+        blocks = [f"[{i}] {s.title or _shown_path(s)} ({_shown_path(s)})\n{s.text}" for i, s in enumerate(sources, 1)]
+        return ToolOutput("\n\n".join(blocks), tuple(sources))
 
     return search_docs
+
+
+def _shown_path(source: Source) -> str:
+    """Where an excerpt comes from, as users may see it: the path below the ingested folder, or a URL."""
+    path = source.metadata.get("path") or ""
+    if path:
+        return path
+    if re.match(r"https?://", source.uri or ""):
+        return source.uri
+    return (source.uri or "").replace("\\", "/").rsplit("/", 1)[-1] or source.source or "document"
 
 
 def _import_tool(spec: str) -> Callable[..., Any]:
@@ -212,23 +376,29 @@ def _import_tool(spec: str) -> Callable[..., Any]:
 
 
 def build_tools(cfg: ToolSettings, enabled: list[str], *, retriever: Any = None, channel: Any = "",
-                k: int = 4) -> dict[str, Tool]:
-    """The tools enabled for one channel, by name. Unknown names are an error listing the available ones."""
+                k: int = 4, audience: str = "") -> dict[str, Tool]:
+    """The tools enabled for one channel, by name. Unknown names are an error listing the available ones.
+
+    `channel` is what search_docs passes to the retriever (the asking channel's identity); `audience` (default:
+    `channel` when it is a string) is recorded on what http_get and company tools return."""
     custom = {name: spec for name, spec in cfg.custom.items()}
     available = [t for t in BUILTIN_TOOLS if t != "search_docs" or retriever is not None] + list(custom)
+    audience = audience or (channel if isinstance(channel, str) else "")
     tools: dict[str, Tool] = {}
     for name in enabled:
         match name:
             case "calculator":
-                tools[name] = make_tool(calculator, timeout_s=cfg.timeout_s)
+                tools[name] = make_tool(calculator, timeout_s=cfg.timeout_s, reads="computed")
             case "current_time":
-                tools[name] = make_tool(current_time, timeout_s=cfg.timeout_s)
+                tools[name] = make_tool(current_time, timeout_s=cfg.timeout_s, reads="computed")
             case "search_docs" if retriever is not None:
-                tools[name] = make_tool(_search_docs_tool(retriever, channel, k), timeout_s=cfg.timeout_s)
+                tools[name] = make_tool(_search_docs_tool(retriever, channel, k), timeout_s=cfg.timeout_s,
+                                        reads="documents")
             case "http_get":
-                tools[name] = make_tool(_http_get_tool(cfg), timeout_s=cfg.timeout_s)
+                tools[name] = make_tool(_http_get_tool(cfg), timeout_s=cfg.timeout_s, audience=audience)
             case _ if name in custom:
-                tools[name] = make_tool(_import_tool(custom[name]), name=name, timeout_s=cfg.timeout_s)
+                tools[name] = make_tool(_import_tool(custom[name]), name=name, timeout_s=cfg.timeout_s,
+                                        audience=audience)
             case "search_docs":
                 continue  # no documents ingested yet: the tool is simply not offered
             case _:

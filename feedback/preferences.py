@@ -9,6 +9,10 @@ identical answer texts are merged (their votes summed), which removes duplicates
 - pairs: every liked x disliked answer of one group        -> {"prompt", "chosen", "rejected"}
 - kto:   every labelled answer (net != 0), unpaired        -> {"prompt", "completion", "label"}
 
+After scrubbing, examples that became identical are kept once; pairs whose two answers became equal and KTO rows
+whose prompt + answer is labelled both ways are dropped before anything is written or counted (a warning says how
+many).
+
 Permission-safe: an answer that drew on a restricted source (one with allowed channels) is left out unless
 the audience is one of those channels, so restricted documents never reach a model everyone can talk to.
 """
@@ -18,9 +22,10 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 import os
 import re
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -39,10 +44,13 @@ __all__ = [
     "allowed_for",
     "build_examples",
     "compute_stats",
+    "drop_degenerate",
     "load_answers",
     "scrub_text",
     "write_jsonl",
 ]
+
+logger = logging.getLogger(__name__)
 
 ExportKind = Literal["sft", "pairs", "kto"]
 EXPORT_KINDS: tuple[str, ...] = ("sft", "pairs", "kto")
@@ -223,7 +231,8 @@ def build_examples(
                     {"prompt": prompt, "completion": assistant(c.answer), "label": c.net > 0} for c in liked + disliked
                 ]
 
-    # Step 3: scrubbing can make two examples identical; keep the first of each.
+    # Step 3: scrubbing can make two examples identical (keep the first), a pair's two answers equal, or one answer
+    # labelled both ways (both teach nothing but noise: dropped, counted, said).
     seen: set[str] = set()
     unique = []
     for example in examples:
@@ -231,7 +240,37 @@ def build_examples(
         if key not in seen:
             seen.add(key)
             unique.append(example)
-    return unique
+    kept, dropped = drop_degenerate(unique, kind)
+    if dropped:
+        logger.warning("%s export%s: dropped %s", kind, " (scrubbed)" if scrub else "",
+                       ", ".join(f"{n} {why}" for why, n in dropped.most_common()))
+    return kept
+
+
+def drop_degenerate(rows: list[dict[str, Any]], kind: str) -> tuple[list[dict[str, Any]], Counter[str]]:
+    """(rows worth training on, count of dropped rows per reason): pairs whose chosen equals rejected, and KTO
+    rows whose prompt + completion also appears with the opposite label (every such row is dropped)."""
+    dropped: Counter[str] = Counter()
+    if kind == "pairs":
+        kept = [r for r in rows if _content(r["chosen"]) != _content(r["rejected"])]
+        dropped["pair(s) whose chosen equals rejected"] = len(rows) - len(kept)
+    elif kind == "kto":
+        labels: dict[str, set[bool]] = defaultdict(set)
+        for r in rows:
+            labels[_kto_key(r)].add(bool(r["label"]))
+        kept = [r for r in rows if len(labels[_kto_key(r)]) == 1]
+        dropped["kto row(s) labelled both true and false"] = len(rows) - len(kept)
+    else:
+        kept = rows
+    return kept, +dropped
+
+
+def _content(messages: list[dict[str, str]]) -> str:
+    return "\n".join(m["content"] for m in messages).strip()
+
+
+def _kto_key(row: dict[str, Any]) -> str:
+    return json.dumps([row["prompt"], _content(row["completion"])], sort_keys=True)
 
 
 def write_jsonl(rows: Iterable[dict[str, Any]], out: Path) -> None:

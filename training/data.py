@@ -7,7 +7,8 @@ Formats are trl's conversational ones, as `feedback` exports them:
 - prompts: {"prompt": [...]}                                  (for RL)
 
 A malformed row rejects the whole dataset with its place named; rows that are well-formed but unusable (chosen equal
-to rejected, an empty answer, longer than max_length) are skipped and counted; nothing usable left is an error.
+to rejected, an empty answer, a KTO answer labelled both ways, longer than max_length) are skipped and counted;
+nothing usable left is an error.
 """
 
 from __future__ import annotations
@@ -161,10 +162,22 @@ def check(rows: list[dict[str, Any]], kind: Kind, *, tokenizer: Any = None, max_
             out.skipped[f"longer than max_length {max_length}"] += 1
             continue
         out.rows.append(row)
+    if kind == "kto":  # the same answer to the same prompt labelled both ways teaches nothing: drop every copy
+        labels: dict[str, set[bool]] = {}
+        for row in out.rows:
+            labels.setdefault(_kto_key(row), set()).add(row["label"])
+        conflicting = [row for row in out.rows if len(labels[_kto_key(row)]) > 1]
+        if conflicting:
+            out.rows = [row for row in out.rows if len(labels[_kto_key(row)]) == 1]
+            out.skipped["labelled both true and false"] += len(conflicting)
     if not out.rows:
         why = f": {out.describe()}" if out.skipped else ""
         raise DatasetError(f"{source}: no usable {kind} examples{why}")
     return out
+
+
+def _kto_key(row: dict[str, Any]) -> str:
+    return json.dumps([row["prompt"], row["completion"][0]["content"].strip()], sort_keys=True)
 
 
 def _too_long(tokenizer: Any, prompt: list[dict[str, str]], answers: list[str], max_length: int) -> bool:

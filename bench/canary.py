@@ -8,7 +8,8 @@ assigned by hash, so per vote this is a coin with P = share), each a 👍 with t
 `core.canary.decide` is applied after every vote (the most often the server could look). `--votes-per-day` turns
 vote counts into days for `max_days`. Right decision = promote a better canary, roll back a worse one;
 "worse canary kept" = a worse canary promoted (also by the max_days default). Votes = all votes (both arms) cast
-from the canary's start to its decision. Pure Python, a few seconds.
+from the canary's start to its decision. For comparison (same seed, printed first) the naive rule: once the canary
+has `min_votes` votes, keep whichever observed like rate is higher. Pure Python, a few seconds.
 """
 
 from __future__ import annotations
@@ -42,6 +43,20 @@ def rollout(rng: random.Random, serving_rate: float, canary_rate: float, rule: C
             return d.action, n
 
 
+def naive(rng: random.Random, serving_rate: float, canary_rate: float, min_votes: int, *, share: float
+          ) -> tuple[str, int]:
+    """The baseline: after `min_votes` canary votes, promote iff the canary's observed like rate is higher."""
+    canary, serving = Tally(), Tally()
+    n = 0
+    while canary.votes < min_votes:
+        n += 1
+        if rng.random() < share:
+            canary = canary.add(rng.random() < canary_rate)
+        else:
+            serving = serving.add(rng.random() < serving_rate)
+    return ("promote" if (canary.rate or 0) > (serving.rate or 0) else "rollback"), n
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--rollouts", type=int, default=200)
@@ -56,6 +71,14 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     rule = CanaryRule(min_votes=args.min_votes, promote_at=args.promote_at, rollback_at=args.rollback_at,
                       min_rollback_votes=args.min_rollback_votes, max_days=args.max_days)
+    rng = random.Random(args.seed)
+    base = [(want, naive(rng, s, c, args.min_votes, share=args.share))
+            for s, c in GAPS for want in ["promote" if c > s else "rollback"] for _ in range(args.rollouts)]
+    base_right = sum(a == w for w, (a, _) in base) / len(base)
+    base_kept = sum(a == "promote" for w, (a, _) in base if w == "rollback") / (len(base) / 2)
+    print(f"before (naive: higher observed rate after {args.min_votes} canary votes): right decision "
+          f"{base_right:.2f} (worse canary kept {base_kept:.2f}), median "
+          f"{statistics.median(n for _, (_, n) in base):.0f} votes")
     rng = random.Random(args.seed)
     print(f"rule: {rule}; share {args.share}, {args.votes_per_day:g} votes/day, {args.rollouts} rollouts per gap")
     right_total, runs, worse_kept, worse_runs, all_votes = 0, 0, 0, 0, []

@@ -268,3 +268,49 @@ async def test_model_status_and_metrics_show_the_live_numbers(isolated_env, monk
         assert "no canary running" in runner.invoke(app, ["model", "status"]).output
         assert _live_once(settings, store, metrics) is None
         assert "kaizen_canary_share{" not in metrics.render().decode()  # no stale canary series
+
+
+async def test_canary_through_a_vllm_style_server_names_the_adapter_per_request(tmp_path, registry):
+    from aiohttp import web
+
+    from core.config import ModelSettings, Settings
+    from core.engine import Engine
+    from core.models import OpenAIChatModel
+
+    reg, (serving, candidate) = registry
+    asked: list[str] = []
+
+    async def completions(request: web.Request) -> web.Response:
+        body = await request.json()
+        asked.append(body["model"])
+        return web.json_response({"choices": [{"index": 0, "message": {"role": "assistant",
+                                                                       "content": f"from {body['model']}"}}],
+                                  "usage": {"prompt_tokens": 5, "completion_tokens": 2}})
+
+    app = web.Application()
+    app.router.add_post("/v1/chat/completions", completions)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"
+    model = OpenAIChatModel(ModelSettings(backend="openai", base_url=url, name="base"))
+    engine = Engine(Settings(data_dir=tmp_path), model)
+    reg.start_canary(candidate, share=0.5)
+    watcher = asyncio.create_task(watch_adapter(reg.data_dir, model, interval_s=0.05, router=engine.canary))
+    try:
+        for _ in range(200):
+            if engine.canary.canary == candidate and model.adapter == serving:
+                break
+            await asyncio.sleep(0.05)
+        replies = [await engine.answer(Turn(text="hi", platform="discord", channel="C", thread=f"x{t}", mode="chat"))
+                   for t in range(12)]
+        for reply in replies:
+            assert reply.answer == f"from {reply.adapter}"  # the request named the conversation's adapter
+            routed = assign_canary(reply.turn.conversation_key, canary=candidate, share=0.5)
+            assert reply.adapter == (candidate if routed else serving)
+        assert set(asked) == {serving, candidate}
+    finally:
+        watcher.cancel()
+        await model.aclose()
+        await runner.cleanup()

@@ -183,6 +183,22 @@ def _operator_error(error: Exception) -> str | None:
     return None
 
 
+def _report(error: Exception) -> int:
+    """Print what went wrong as one `error:` line and return the exit code; re-raise a bug (its traceback is needed)."""
+    if type(error).__name__ == "NoArgsIsHelpError":  # `kaizen` alone: the help is printed (typer tests it so too)
+        return error.exit_code
+    if callable(getattr(error, "format_message", None)) and isinstance(getattr(error, "exit_code", None), int):
+        # Click's usage errors (an unknown option, a bad value, a missing argument), on one line.
+        ctx = getattr(error, "ctx", None)
+        print_error(error.format_message() + (f" (see `{ctx.command_path} --help`)" if ctx is not None else ""))
+        return error.exit_code
+    message = _operator_error(error)
+    if message is None:
+        raise error
+    print_error(message)
+    return 2
+
+
 def main(argv: list[str] | None = None) -> None:
     """The `kaizen` console script: operator errors end as one `error:` line and exit code 2, never a traceback.
     `argv` defaults to the process arguments (tests pass their own)."""
@@ -191,13 +207,14 @@ def main(argv: list[str] | None = None) -> None:
     if isinstance(sys.stdin, io.TextIOWrapper):
         sys.stdin.reconfigure(errors="surrogateescape")
     try:
-        app(args=argv, prog_name="kaizen")
+        code = app(args=argv, prog_name="kaizen", standalone_mode=False)
+    except typer.Abort:  # Ctrl-D at a prompt
+        typer.echo("Aborted.", err=True)
+        code = 1
     except Exception as e:
-        message = _operator_error(e)
-        if message is None:
-            raise
-        print_error(message)
-        raise SystemExit(2) from None
+        code = _report(e)
+    # Without standalone mode typer returns the exit code of `raise typer.Exit(n)` (None when a command returns).
+    raise SystemExit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

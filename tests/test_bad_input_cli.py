@@ -56,6 +56,12 @@ CASES = [
     ("since-not-a-date", {}, ["feedback", "export", "-f", "sft", "-o", "x.jsonl", "--since", "yesterday"], {},
      ["--since 'yesterday' is not a date", "YYYY-MM-DD"]),
     ("unknown-preset", {}, ["ask", "hi", "--preset", "spicy"], {}, ["unknown preset 'spicy'", "valid presets"]),
+    ("export-out-is-a-folder", {"out/keep": "x"}, ["feedback", "export", "-f", "sft", "-o", "out"], {},
+     ["'--out'", "is a directory", "kaizen feedback export --help"]),
+    ("export-unknown-format", {}, ["feedback", "export", "-f", "xml", "-o", "x.jsonl"], {},
+     ["'--format'", "'sft', 'pairs', 'kto'"]),
+    ("unknown-option", {}, ["ask", "hi", "--bogus"], {}, ["No such option: --bogus", "kaizen ask --help"]),
+    ("unknown-command", {}, ["nosuchcmd"], {}, ["No such command 'nosuchcmd'", "kaizen --help"]),
 ]
 
 

@@ -23,7 +23,12 @@ def ingest(
     paths: Annotated[list[Path], typer.Argument(help="files and folders (.md .txt .rst .html .pdf .docx)")],
     source: Annotated[str, typer.Option("--source", "-s", help="name of the source; re-running syncs it")],
     channels: Annotated[
-        str, typer.Option("--channels", help="comma-separated channels allowed to read it, e.g. eng,hr")
+        str,
+        typer.Option(
+            "--channels",
+            help="comma-separated channel identities allowed to read it: slack:<team id>:<channel id>, "
+            "discord:<server id>:<channel id>",
+        ),
     ] = "",
     public: Annotated[bool, typer.Option("--public", help="every channel may read it")] = False,
     config: ConfigOpt = None,
@@ -43,12 +48,29 @@ def ingest(
     for file, reason in report.skipped:
         typer.secho(f"skipped {file}: {reason}", fg=typer.colors.YELLOW, err=True)
     typer.echo(report.summary())
+    _warn_bare(settings, source)
+
+
+def _warn_bare(settings, name: str) -> None:
+    from core.rag import SourceRegistry
+
+    record = SourceRegistry.for_settings(settings).get(name)
+    if record is not None and record.bare_audiences:
+        typer.secho(
+            f"warning: {name}: {', '.join(record.bare_audiences)} is a bare name, so no Slack or Discord channel can "
+            f"read it (only `--channel NAME` on this console); qualify it: kaizen sources qualify {name} "
+            "--channels slack:<team id>:<channel id>",
+            fg=typer.colors.YELLOW,
+            err=True,
+        )
 
 
 @sources_app.command("list")
 def list_sources(config: ConfigOpt = None) -> None:
-    """Each source: who may read it, files, chunks, last sync."""
+    """Each source: who may read it (each audience resolved to platform, workspace/server and channel), files,
+    chunks, last sync. Bare-name audiences are flagged: no Slack or Discord channel can read them."""
     from core.rag import SourceRegistry
+    from core.rag.sources import describe_audience
 
     settings = settings_or_exit(config)
     records = SourceRegistry.for_settings(settings).sources()
@@ -61,6 +83,53 @@ def list_sources(config: ConfigOpt = None) -> None:
             f"{record.name}\t{access}\t{len(record.files)} files\t{record.chunks} chunks\t"
             f"updated {record.updated_at[:19].replace('T', ' ')} UTC\t{' '.join(record.paths)}"
         )
+        for audience in record.channels:
+            typer.echo(f"  {describe_audience(audience)}")
+        if record.bare_audiences:
+            typer.secho(
+                f"  warning: bare name(s) {', '.join(record.bare_audiences)}: qualify with `kaizen sources qualify "
+                f"{record.name} --channels platform:workspace:channel`",
+                fg=typer.colors.YELLOW,
+            )
+
+
+@sources_app.command("qualify")
+def qualify_source(
+    name: Annotated[str, typer.Argument(help="source whose audiences to replace")],
+    channels: Annotated[
+        str,
+        typer.Option(
+            "--channels",
+            help="the channel identities that replace its audiences: slack:<team id>:<channel id>, "
+            "discord:<server id>:<channel id> (comma-separated)",
+        ),
+    ],
+    config: ConfigOpt = None,
+) -> None:
+    """Replace a source's audiences (e.g. bare names) by channel identities; its recorded paths are synced again
+    so every chunk carries the new access."""
+    from core.rag import RagError, SourceRegistry
+    from core.rag import ingest as run_ingest
+    from core.rag.sources import describe_audience, normalize_channel
+
+    settings = settings_or_exit(config)
+    record = SourceRegistry.for_settings(settings).get(name)
+    if record is None:
+        fail(f"unknown source {name!r}; see `kaizen sources list`")
+    try:
+        allowed = [normalize_channel(c) for c in channels.split(",") if c.strip()]
+        bare = [c for c in allowed if ":" not in c]
+        if bare or not allowed:
+            raise RagError(
+                f"give channel identities, not names ({', '.join(bare) or 'none given'}): "
+                "slack:<team id>:<channel id> or discord:<server id>:<channel id>"
+            )
+        report = run_ingest(settings, [Path(p) for p in record.paths], source=name, channels=allowed)
+    except RagError as e:
+        fail(str(e))
+    typer.echo(report.summary())
+    for audience in SourceRegistry.for_settings(settings).get(name).channels:
+        typer.echo(f"  {describe_audience(audience)}")
 
 
 @sources_app.command("remove")

@@ -187,9 +187,9 @@ class Engine:
             return mode, [], trace
         if self.retriever is None:
             raise ValueError("mode 'rag' needs documents: ingest some with `kaizen ingest PATH --source NAME`")
-        sources = await self.retriever.retrieve(turn.text.strip(), channel=(turn.channel, turn.channel_name),
-                                                k=self.settings.rag.top_k)
-        trace.append(TraceStep("retrieve", {"channel": turn.channel, "sources": [s.id for s in sources]}))
+        # Access is decided by where the question was asked, as an identity (never by a channel's name).
+        sources = await self.retriever.retrieve(turn.text.strip(), channel=turn.audience, k=self.settings.rag.top_k)
+        trace.append(TraceStep("retrieve", {"channel": turn.audience, "sources": [s.id for s in sources]}))
         if not sources and (turn.mode or profile.mode) == "auto":
             mode = "chat"  # auto: nothing relevant in the docs, so just chat
         return mode, sources, trace
@@ -199,9 +199,8 @@ class Engine:
         from core.agent import APOLOGY, ReActAgent
         from core.tools import build_tools
 
-        channel = (turn.channel, turn.channel_name)
-        tools = build_tools(self.settings.tools, profile.tools, retriever=self.retriever, channel=channel,
-                            k=self.settings.rag.top_k)
+        tools = build_tools(self.settings.tools, profile.tools, retriever=self.retriever, channel=turn.audience,
+                            k=self.settings.rag.top_k, audience=turn.audience or "")
         history = list(turn.history) if turn.history is not None else self.memory.get(turn.conversation_key)
         model = with_adapter(self.model, self.canary.adapter_for(turn.conversation_key))
         agent = ReActAgent(model, tools, self.settings.tools)
@@ -214,8 +213,11 @@ class Engine:
                           decoding=decoding.model_dump(), trace=[*trace, TraceStep("error", {"error": repr(e)})])
             return await self._finish(reply, t0)
         prompt_dicts = [m.as_dict() for m in result.prompt]
+        # Whatever a tool showed the model (documents, pages, company data) is recorded as the reply's sources,
+        # so its `restricted` flag and the exports see it.
         reply = Reply(
-            answer=result.answer, turn=turn, trace=[*trace, *result.trace], prompt=result.prompt,
+            answer=result.answer, turn=turn, sources=list(result.sources), trace=[*trace, *result.trace],
+            prompt=result.prompt,
             model=self.model.name, adapter=model.adapter, preset=preset, mode="agent",
             decoding=decoding.model_dump(), prompt_tokens=self.model.count_tokens(prompt_dicts),
             completion_tokens=result.completion_tokens,

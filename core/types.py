@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import uuid
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-__all__ = ["Message", "Reply", "Source", "TraceStep", "Turn", "new_id", "utcnow"]
+__all__ = ["OPERATOR_PLATFORM", "Message", "Reply", "Source", "TraceStep", "Turn", "audience_of", "is_qualified",
+           "new_id", "utcnow"]
 
 Role = Literal["system", "user", "assistant", "tool"]
 
@@ -27,6 +29,31 @@ class Message:
 
     def as_dict(self) -> dict[str, str]:
         return {"role": self.role, "content": self.content}
+
+
+# The platform of the operator's own console (`kaizen ask/chat --channel`): only someone with shell access on
+# the server asks from it, so it may ask as any channel, and bare-name audiences are readable from it.
+OPERATOR_PLATFORM = "console"
+_QUALIFIED = re.compile(r"^([a-z][a-z0-9_-]*):([^:\s]*):([^:\s]+)$")
+
+
+def is_qualified(audience: str) -> bool:
+    """True for an identity `platform:workspace:channel` (e.g. "slack:T0123:C0456"), False for a bare name."""
+    return bool(_QUALIFIED.match(audience.strip()))
+
+
+def audience_of(platform: str, workspace: str, channel: str) -> str:
+    """The identity access is decided by (see core/rag/sources.py): `platform:workspace:channel`, ids only.
+
+    On the operator console a channel that is already an identity (`--channel slack:T0123:C0456`) is asked as
+    that identity, and a plain name stays a bare name (`--channel finance` reads bare-name audiences)."""
+    platform, workspace, channel = platform.strip().lower(), workspace.strip(), channel.strip()
+    if platform == OPERATOR_PLATFORM:
+        if is_qualified(channel):
+            p, w, c = _QUALIFIED.match(channel).groups()
+            return f"{p}:{w}:{c}"
+        return channel.lstrip("#").strip()
+    return f"{platform}:{workspace}:{channel}"
 
 
 @dataclass(frozen=True)
@@ -51,10 +78,17 @@ class Turn:
     def conversation_key(self) -> tuple[str, str, str, str]:
         return (self.platform, self.workspace, self.channel, self.thread)
 
+    @property
+    def audience(self) -> str:
+        """Where the question was asked, as access is decided: "slack:T0123:C0456", "discord:<guild>:<channel>"
+        ("" workspace for DMs); on the operator console the `--channel` as given (see `audience_of`)."""
+        return audience_of(self.platform, self.workspace, self.channel)
+
 
 @dataclass(frozen=True)
 class Source:
-    """A retrieved passage an answer drew on, with the channels allowed to read it (empty = public)."""
+    """A passage an answer drew on (a document excerpt, a fetched page, a company tool's result), with the
+    audiences allowed to read it (empty = public; identities as in core/rag/sources.py)."""
 
     id: str
     text: str

@@ -55,10 +55,11 @@ async def test_restricted_source_needs_access(rag_engine):
     assert "3.2" not in reply.answer
     allowed = await rag_engine.answer(Turn(text="What is the budget of Project Nightingale?", channel="finance"))
     assert any(s.uri.endswith("budget.md") for s in allowed.sources) and allowed.sources[0].channels == ("finance",)
-    # Front ends pass the platform id and the name: access granted by name counts.
-    by_name = await rag_engine.answer(Turn(text="What is the budget of Project Nightingale?", channel="C0FIN",
-                                           channel_name="#finance", decoding={"max_new_tokens": 8}))
-    assert any(s.uri.endswith("budget.md") for s in by_name.sources)
+    # A name never grants access: a Slack channel named #finance reads nothing restricted by the bare name.
+    by_name = await rag_engine.answer(Turn(text="What is the budget of Project Nightingale?", platform="slack",
+                                           workspace="T0ACME", channel="C0FIN", channel_name="#finance",
+                                           decoding={"max_new_tokens": 8}))
+    assert all(not s.uri.endswith("budget.md") for s in by_name.sources)
 
 
 async def test_planted_instruction_is_data(rag_engine):

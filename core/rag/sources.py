@@ -2,6 +2,23 @@
 
 One JSON file under `data_dir` per vector store kind, rewritten atomically. It also records the
 embedding model, because vectors from two models cannot be searched together.
+
+Who may read a source: its *audiences*, each the stable identity of one channel, never a name.
+
+    platform:workspace:channel        ids as the platform gives them, e.g.
+    slack:T0123ABCD:C0456EFGH         Slack: team (workspace) id, channel id
+    discord:81234567890:99887766554   Discord: guild (server) id, channel id
+    slack::D0123ABCD                  a DM: empty workspace, the DM channel's id
+
+Front ends fill `Turn.platform`, `Turn.workspace` (Slack team id / Discord guild id, "" for DMs) and
+`Turn.channel` (the channel whose access applies: for a thread, its parent channel); `Turn.audience`
+(core.types.audience_of) joins them into the identity above, and retrieval receives exactly that. A channel
+renamed, or a same-named channel in another workspace/server, is a different identity: names never grant access.
+
+A *bare name* (`finance`, as written by `--channels finance` before identities) matches no Slack or Discord
+channel: only the operator console asking `--channel finance` reads it. `kaizen sources list` warns about each
+one and `kaizen sources qualify NAME --channels slack:T…:C…` replaces them (nothing is ever widened silently).
+The operator console may also ask as any identity: `kaizen ask "…" --channel slack:T0123ABCD:C0456EFGH`.
 """
 
 from __future__ import annotations
@@ -16,9 +33,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 from core.config import Settings
-from core.types import utcnow
+from core.types import is_qualified, utcnow
 
-__all__ = ["FileRecord", "RagError", "SourceRecord", "SourceRegistry", "normalize_channel"]
+__all__ = ["PLATFORMS", "FileRecord", "RagError", "SourceRecord", "SourceRegistry", "describe_audience",
+           "normalize_channel"]
 
 logger = logging.getLogger(__name__)
 
@@ -29,9 +47,36 @@ class RagError(ValueError):
     """A user mistake in a RAG command (bad path, unknown source, ...); the message says what to do."""
 
 
+PLATFORMS = ("slack", "discord")
+
+
 def normalize_channel(channel: str) -> str:
-    """Channel names are compared without a leading '#' and surrounding spaces."""
-    return channel.strip().lstrip("#").strip()
+    """An audience as stored and compared: an identity `platform:workspace:channel` (platform lower-cased, ids
+    as given) or a bare name without a leading '#' and surrounding spaces. Raises RagError for a string that
+    looks like an identity but is not one (e.g. `slack:acme/#finance`: names are not identities)."""
+    text = channel.strip()
+    if is_qualified(text):
+        platform, workspace, ident = text.split(":")
+        if platform.lower() not in PLATFORMS:
+            raise RagError(f"audience {channel!r}: unknown platform {platform!r}; use {' or '.join(PLATFORMS)}")
+        return f"{platform.lower()}:{workspace}:{ident}"
+    if ":" in text or "/" in text:
+        raise RagError(
+            f"audience {channel!r} is not platform:workspace:channel with ids, e.g. slack:T0123ABCD:C0456EFGH or "
+            "discord:<server id>:<channel id> (Slack: channel details > About; Discord: Copy ID in developer mode)"
+        )
+    return text.lstrip("#").strip()
+
+
+def describe_audience(audience: str) -> str:
+    """One audience resolved for people: which platform, workspace/server and channel it names."""
+    if is_qualified(audience):
+        platform, workspace, channel = audience.split(":")
+        where = {"slack": "workspace", "discord": "server"}.get(platform, "workspace")
+        space = f"{where} {workspace}" if workspace else "direct messages"
+        return f"{audience}\t{platform.capitalize()} {space}, channel {channel}"
+    return (f"{audience}\tbare name: no Slack or Discord channel can read it, only `--channel {audience}` on the "
+            "operator console; qualify it with an id (`kaizen sources qualify`)")
 
 
 @dataclass
@@ -57,10 +102,23 @@ class SourceRecord:
     def chunks(self) -> int:
         return sum(f.chunks for f in self.files.values())
 
+    @property
+    def bare_audiences(self) -> list[str]:
+        """Audiences that are names rather than identities (readable only from the operator console)."""
+        return [c for c in self.channels if not is_qualified(c)]
+
     def readable_in(self, channel: str | Sequence[str]) -> bool:
-        """`channel` may be several names for one channel (its id and its name): any of them counts."""
+        """True when the asking identity (`Turn.audience`; several allowed for the operator's tools) may read it."""
         names = [channel] if isinstance(channel, str) else list(channel)
-        return self.public or any(normalize_channel(n) in self.channels for n in names)
+        if self.public:
+            return True
+        for name in names:
+            try:
+                if normalize_channel(name) in self.channels:
+                    return True
+            except RagError:
+                continue  # not an identity nor a name: reads nothing restricted
+        return False
 
 
 class SourceRegistry:
@@ -90,7 +148,19 @@ class SourceRegistry:
         stamp = (stat.st_mtime_ns, stat.st_size)
         if self._cache is None or self._cache[0] != stamp:
             self._cache = (stamp, json.loads(self.path.read_text(encoding="utf-8")))
+            self._warn_bare(self._cache[1])
         return self._cache[1]
+
+    @staticmethod
+    def _warn_bare(data: dict) -> None:
+        for name, raw in sorted(data.get("sources", {}).items()):
+            bare = [c for c in raw.get("channels", []) if not is_qualified(c)]
+            if bare:
+                logger.warning(
+                    "source %s: audience %s is a bare name, so no Slack or Discord channel can read it; qualify it "
+                    "with `kaizen sources qualify %s --channels platform:workspace:channel`",
+                    name, ",".join(bare), name,
+                )
 
     def embedding_model(self) -> str:
         return self._read().get("embedding_model", "")

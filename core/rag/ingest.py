@@ -155,7 +155,7 @@ def ingest(
                 record(item, digest, indexer.stream(item, blocks))
                 continue
             if size > limit and item.path.suffix.lower() in HTML:
-                raise UnreadableFile(f"HTML file of {size / 2**20:.0f} MB is larger than rag.stream_above_mb "
+                raise UnreadableFile(f"HTML file of {size / 2**20:.1f} MB is larger than rag.stream_above_mb "
                                      f"({settings.rag.stream_above_mb:g} MB): save it as text, or raise the limit")
             file_docs = read_file(item.path)
         except UnreadableFile as e:

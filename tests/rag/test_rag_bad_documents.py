@@ -77,6 +77,7 @@ def test_large_text_file_is_streamed_and_other_files_and_encodings_ingest(settin
     (docs / "legacy.html").write_bytes(b'<html><head><meta charset="windows-1252"><title>Caf\xe9</title></head>'
                                        b"<body><p>\x93Lunch\x94 is served at noon.</p></body></html>")
     (docs / "blob.txt").write_bytes(bytes((i * 7919 + 13) % 256 for i in range(3000)))
+    (docs / "huge.html").write_text("<html><body>" + "<p>Too big to parse at once.</p>" * 200 + "</body></html>")
     ingest_module = importlib.import_module("core.rag.ingest")  # the package re-exports the function's name
     read = ingest_module.read_file
 
@@ -88,8 +89,11 @@ def test_large_text_file_is_streamed_and_other_files_and_encodings_ingest(settin
     report = ingest(settings, [docs], source="docs", public=True, embedder=embedder)
 
     assert sorted(report.added) == ["docs/big.txt", "docs/legacy.html", "docs/notepad.txt"]
-    assert [name for name, _ in report.skipped] == ["docs/blob.txt"]
-    assert report.skipped[0][1].startswith("cannot decode")
+    reasons = dict(report.skipped)
+    assert sorted(reasons) == ["docs/blob.txt", "docs/huge.html"]
+    assert reasons["docs/blob.txt"].startswith("cannot decode")
+    assert reasons["docs/huge.html"] == ("HTML file of 0.0 MB is larger than rag.stream_above_mb (0.00390625 MB): "
+                                         "save it as text, or raise the limit")
     texts = _texts(settings)
     big = texts["big.txt"]
     assert len(big) == report.chunks - 2 and len(big) >= 8

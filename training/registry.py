@@ -235,7 +235,8 @@ class Registry:
         return version
 
     def rollback(self, *, vllm_url: str = "", vllm_api_key: str = "") -> Version | None:
-        """Serve what was promoted before the current version (None: the base model)."""
+        """Serve what was promoted before the current version (None: the base model). A running canary ends
+        (it was being compared with the adapter that is no longer served)."""
         stack = self._stack()
         if not stack:
             raise RegistryError("nothing to roll back: no version was promoted")
@@ -243,6 +244,7 @@ class Registry:
         previous = self.version(stack[-1]) if stack else None
         self._switch(previous, vllm_url, vllm_api_key)
         self._log("rollback", previous.name if previous else None, "rollback")
+        self._end_canary("the serving adapter was rolled back: its comparison no longer holds")
         return previous
 
     # -- canary ----------------------------------------------------------------------------------------------

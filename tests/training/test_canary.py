@@ -17,6 +17,15 @@ from core.types import Message, Reply, Turn
 RULE = CanaryRule()  # the shipped thresholds (min_votes 50)
 
 
+async def _until(check, what: str, timeout_s: float = 60.0) -> None:
+    """Wait for the adapter watcher (it polls every 0.05 s; a loaded machine can be slow)."""
+    for _ in range(int(timeout_s / 0.05)):
+        if check():
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
 @pytest.fixture(scope="module")
 def lora_adapters(tiny_base, tmp_path_factory):
     """Two real LoRA adapters for the tiny model with random (non-zero) weights, so they change the answers."""
@@ -168,16 +177,10 @@ async def test_each_thread_keeps_its_adapter_through_the_engine(tmp_path, tiny_b
     engine = Engine(Settings(data_dir=tmp_path), model)
     watcher = asyncio.create_task(watch_adapter(reg.data_dir, model, interval_s=0.05, router=engine.canary))
     try:
-        for _ in range(200):
-            if model.adapter == serving:
-                break
-            await asyncio.sleep(0.05)
+        await _until(lambda: model.adapter == serving, "the serving adapter")
         reg.start_canary(candidate, share=0.5)
-        for _ in range(200):
-            if engine.canary.canary == candidate:
-                break
-            await asyncio.sleep(0.05)
-        assert engine.canary.canary == candidate and model.adapter == serving
+        await _until(lambda: engine.canary.canary == candidate, "the canary")
+        assert model.adapter == serving
         decoding = {"strategy": "greedy", "max_new_tokens": 3}
         seen: dict[str, set[str]] = {}
         for turn_no in range(2):
@@ -200,10 +203,7 @@ async def test_each_thread_keeps_its_adapter_through_the_engine(tmp_path, tiny_b
         assert via_engine.answer == direct.text
         # The rollout ends: everyone is answered by the serving adapter again.
         reg.decide_canary(decide(Tally(0, 40), Tally(40, 0), RULE))
-        for _ in range(200):
-            if not engine.canary.canary:
-                break
-            await asyncio.sleep(0.05)
+        await _until(lambda: not engine.canary.canary, "the end of the canary")
         assert (await engine.answer(turn)).adapter == serving
         assert json.loads(reg.history.read_text().splitlines()[-1])["action"] == "canary_rollback"
     finally:
@@ -299,10 +299,7 @@ async def test_canary_through_a_vllm_style_server_names_the_adapter_per_request(
     reg.start_canary(candidate, share=0.5)
     watcher = asyncio.create_task(watch_adapter(reg.data_dir, model, interval_s=0.05, router=engine.canary))
     try:
-        for _ in range(200):
-            if engine.canary.canary == candidate and model.adapter == serving:
-                break
-            await asyncio.sleep(0.05)
+        await _until(lambda: engine.canary.canary == candidate and model.adapter == serving, "serving and canary")
         replies = [await engine.answer(Turn(text="hi", platform="discord", channel="C", thread=f"x{t}", mode="chat"))
                    for t in range(12)]
         for reply in replies:

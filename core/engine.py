@@ -10,10 +10,12 @@ reply is returned, so a front end only ever posts recorded answers.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import random
 import re
 import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
@@ -81,6 +83,8 @@ class Engine:
         self.on_reply = on_reply
         self.format_context = format_context or _numbered_excerpts
         self.memory = ConversationMemory(max_turns=settings.history_turns)
+        # Per conversation: the restricted sources its replies drew on (see _carry_restricted).
+        self._restricted_seen: OrderedDict[tuple, dict[str, Source]] = OrderedDict()
         # Canary rollout: the adapter watcher sets it; a conversation's adapter is fixed by its key (sticky).
         self.canary = CanaryRouter()
 
@@ -254,9 +258,29 @@ class Engine:
 
     async def _finish(self, reply: Reply, t0: float) -> Reply:
         reply.latency_ms = (time.perf_counter() - t0) * 1000
+        self._carry_restricted(reply)
         if self.on_reply is not None:
             await self.on_reply(reply)
         return reply
+
+
+    def _carry_restricted(self, reply: Reply) -> None:
+        """Restricted text shown earlier in a conversation is in the history of its later prompts: a reply that
+        called the model in that conversation carries those sources too (metadata `via: conversation`), so it is
+        recorded as restricted and left out of exports like the answer it follows."""
+        key = reply.turn.conversation_key
+        seen = self._restricted_seen.get(key)
+        if seen and reply.called_model:
+            have = {s.id for s in reply.sources}
+            reply.sources += [dataclasses.replace(s, metadata={**s.metadata, "via": "conversation"})
+                              for s in seen.values() if s.id not in have]
+        restricted = {s.id: s for s in reply.sources if s.channels}
+        if restricted:
+            entry = self._restricted_seen.pop(key, {})
+            entry.update(restricted)
+            self._restricted_seen[key] = entry
+            while len(self._restricted_seen) > self.memory.max_conversations:
+                self._restricted_seen.popitem(last=False)
 
 
 def _sampling_variant(base: DecodingConfig, *, n: int) -> DecodingConfig:

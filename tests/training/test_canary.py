@@ -311,3 +311,34 @@ async def test_canary_through_a_vllm_style_server_names_the_adapter_per_request(
         watcher.cancel()
         await model.aclose()
         await runner.cleanup()
+
+
+def test_nightly_starts_a_canary_instead_of_promoting_when_enabled(isolated_env, tiny_base, monkeypatch, fill_store):
+    from training_helpers import tiny_overrides
+
+    from core.config import load_settings
+    from feedback import FeedbackStore
+    from training.nightly import Recipes, run_nightly
+    from training.registry import Registry
+
+    monkeypatch.setenv("KAIZEN_DATA_DIR", str(isolated_env / "state"))
+    monkeypatch.setenv("KAIZEN_MODEL__NAME", tiny_base)
+    monkeypatch.setenv("KAIZEN_CANARY__ENABLED", "true")
+    monkeypatch.setenv("KAIZEN_CANARY__SHARE", "0.25")
+    settings = load_settings()
+    with FeedbackStore.open(settings) as store:
+        fill_store(store, range(6))
+    no_regression = isolated_env / "regression.jsonl"
+    no_regression.write_text("")  # the gate's own tests cover it; here only its verdict matters
+    recipes = Recipes.load(overrides={"sft": tiny_overrides(), "nightly": {
+        "min_sft": 4, "min_pairs": 4, "min_kto": 4, "pipeline": ["sft"], "eval_fraction": 0.2,
+        "gate": {"margin": -1.0, "max_new_tokens": 4, "regression_max_new_tokens": 4,
+                 "regression_file": str(no_regression)}}})
+    result = run_nightly(settings, recipes, progress=False)
+    assert result.status == "canary" and result.exit_code == 0, result.reason
+    assert "on trial for 25% of conversations" in result.reason
+    canary = current_canary(settings.data_dir)
+    assert canary.name == result.run.version and canary.share == 0.25 and canary.serving == ""
+    assert current_adapter(settings.data_dir) is None  # nothing promoted: the votes decide
+    entry = Registry(settings.data_dir).history_entries()[-1]
+    assert entry["action"] == "canary" and entry["version"] == canary.name and entry["share"] == 0.25

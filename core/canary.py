@@ -24,7 +24,9 @@ Pure Python (math, hashlib): serving and the CLI import it without torch.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import inspect
 import math
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -150,8 +152,8 @@ class CanaryRouter:
 
 
 class _AdapterBound:
-    """`model` with every generate/complete/choose call sent to `adapter` (for code that takes a model, like the
-    agent). Everything else is the model's own."""
+    """`model` with every generate/complete/choose/generate_with_tools call sent to `adapter` (for code that takes
+    a model, like the agent). Everything else is the model's own."""
 
     def __init__(self, model: Any, adapter: str) -> None:
         self._model, self._bound = model, adapter
@@ -161,16 +163,20 @@ class _AdapterBound:
         return self._bound
 
     def __getattr__(self, name: str) -> Any:
-        return getattr(self._model, name)
+        # Only what the model has: the agent picks its protocol by what is there (hasattr).
+        attr = getattr(self._model, name)
+        if name in ("complete", "choose"):
+            return functools.partial(attr, adapter=self._bound)
+        if name == "generate_with_tools":
+            if "adapter" not in inspect.signature(attr).parameters:
+                # Native tool calling that cannot be sent to the canary: the agent then uses its text protocol,
+                # which can, so the answer really comes from the adapter it is recorded under.
+                raise AttributeError(name)
+            return functools.partial(attr, adapter=self._bound)
+        return attr
 
     async def generate(self, messages: Any, decoding: Any, *, adapter: str | None = None, on_text: Any = None) -> Any:
         return await self._model.generate(messages, decoding, adapter=adapter or self._bound, on_text=on_text)
-
-    async def complete(self, *args: Any, adapter: str | None = None, **kwargs: Any) -> Any:
-        return await self._model.complete(*args, adapter=adapter or self._bound, **kwargs)
-
-    async def choose(self, *args: Any, adapter: str | None = None, **kwargs: Any) -> Any:
-        return await self._model.choose(*args, adapter=adapter or self._bound, **kwargs)
 
 
 def with_adapter(model: Any, adapter: str | None) -> Any:

@@ -214,6 +214,7 @@ class Engine:
         except Exception as e:  # noqa: BLE001 - the user gets an apology, the trace the reason
             logger.exception("agent failed")
             reply = Reply(answer=APOLOGY, turn=turn, mode="agent", preset=preset, model=self.model.name,
+                          adapter=model.adapter,
                           decoding=decoding.model_dump(), trace=[*trace, TraceStep("error", {"error": repr(e)})])
             return await self._finish(reply, t0)
         prompt_dicts = [m.as_dict() for m in result.prompt]

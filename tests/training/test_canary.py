@@ -295,7 +295,7 @@ async def test_canary_through_a_vllm_style_server_names_the_adapter_per_request(
     await site.start()
     url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}/v1"
     model = OpenAIChatModel(ModelSettings(backend="openai", base_url=url, name="base"))
-    engine = Engine(Settings(data_dir=tmp_path), model)
+    engine = Engine(Settings(data_dir=tmp_path, tools={"native": True}), model)
     reg.start_canary(candidate, share=0.5)
     watcher = asyncio.create_task(watch_adapter(reg.data_dir, model, interval_s=0.05, router=engine.canary))
     try:
@@ -307,6 +307,13 @@ async def test_canary_through_a_vllm_style_server_names_the_adapter_per_request(
             routed = assign_canary(reply.turn.conversation_key, canary=candidate, share=0.5)
             assert reply.adapter == (candidate if routed else serving)
         assert set(asked) == {serving, candidate}
+        # The agent in a canary thread: every request names the canary (native tool calls, which this backend
+        # cannot send to an adapter, give way to the text protocol).
+        thread = next(r.turn.thread for r in replies if r.adapter == candidate)
+        asked.clear()
+        agent = await engine.answer(Turn(text="What is 17 * 23?", platform="discord", channel="C", thread=thread,
+                                         mode="agent"))
+        assert agent.adapter == candidate and asked and set(asked) == {candidate}
     finally:
         watcher.cancel()
         await model.aclose()

@@ -393,7 +393,8 @@ def model_status(
     console.print(table)
     if status is not None:
         console.print(f"P(canary better) = {status.decision.p_better:.3f}  (promote at >= {rule.promote_at} after "
-                      f"{rule.min_votes} canary votes; roll back at <= {1 - rule.rollback_at:.3f}; default "
+                      f"{rule.min_votes} canary votes; roll back at <= {1 - rule.rollback_at:.3f} after "
+                      f"{rule.min_rollback_votes}; default "
                       f"{rule.default} after {rule.max_days:g} days)")
     console.print(f"next: {nxt}", soft_wrap=True)
 

@@ -1,11 +1,13 @@
 """A burst of @-mentions against the Slack front end, with a fake Slack on loopback.
 
-    .venv/bin/python bench/slack_burst.py [--transport http|socket|both] [--model scripted|real]
-                                          [--mentions 100] [--users 20] [--retries 10]
+    .venv/bin/python -m bench.slack_burst [--transport http|socket|both] [--model scripted|real]
+                                         [--mentions 100] [--users 20] [--retries 20] [--replicas 2]
 
-Sends `--mentions` app_mention events from `--users` users at once (plus `--retries` re-deliveries of some of
-them with the same event_id, as Slack does when an ack is late), through the real bolt app in HTTP mode
-(signed requests) and/or Socket Mode (websocket envelopes). Prints one table: event-to-ack latency,
+Sends `--mentions` app_mention events from `--users` users at once (plus `--retries` re-deliveries — by default
+every fifth event — with the same event_id, as Slack does when an ack is late), through the real bolt app in HTTP
+mode (signed requests) and/or Socket Mode (websocket envelopes). With `--replicas 2` the HTTP run is repeated with
+two front ends (each its own dispatcher and feedback store) on one shared database, events spread over them and
+every retry sent to the *other* replica, as a load balancer would. Prints one table: event-to-ack latency,
 event-to-placeholder latency, answers per minute, and the lost / answered-twice counts (both must be 0).
 
 The model: `scripted` (default) answers a fixed text token by token (`--tokens` tokens, `--token-ms` each,
@@ -30,63 +32,13 @@ import aiohttp
 
 from bot.dispatcher import Dispatcher
 from bot.slack_adapter import SlackFrontEnd
-from bot.slack_testing import FakeSlack, signed_headers
 from core.config import load_settings
 from core.engine import Engine
-from core.models import Generation
 from feedback import FeedbackStore
+from kaizen_testing.scripted import ScriptedModel
+from kaizen_testing.slack import FakeSlack, signed_headers
 
 SECRET = "bench-signing-secret"
-ANSWER = (
-    "To reset your VPN profile, open **Settings → Network**, remove the `corp` profile, then sign in "
-    "again with MFA. See [the handbook](https://wiki.example.com/vpn) for details. "
-) * 3
-
-
-class ScriptedModel:
-    """A stand-in chat model: streams a fixed answer token by token, `batch` answers at a time."""
-
-    name = "scripted"
-    context_window = 8192
-    adapter = ""
-
-    def __init__(self, *, tokens: int, token_s: float, batch: int) -> None:
-        self.words = ANSWER.split(" ")[:tokens]
-        self.token_s = token_s
-        self._slots = asyncio.Semaphore(batch)
-
-    def count_tokens(self, messages: list[dict[str, str]]) -> int:
-        return sum(len(m["content"]) // 4 + 4 for m in messages)
-
-    def truncate(self, text: str, max_tokens: int) -> str:
-        return text[: max_tokens * 4]
-
-    async def generate(self, messages, decoding, *, adapter=None, on_text=None) -> list[Generation]:
-        async with self._slots:
-            t0 = time.perf_counter()
-            text = ""
-            for word in self.words:
-                await asyncio.sleep(self.token_s)
-                text = f"{text} {word}".strip()
-                if on_text is not None:
-                    on_text(text)
-            return [
-                Generation(
-                    text=text,
-                    prompt_tokens=self.count_tokens(messages),
-                    completion_tokens=len(self.words),
-                    first_token_s=self.token_s,
-                    extra={"wall_s": time.perf_counter() - t0},
-                )
-            ]
-
-    async def set_adapter(self, name: str, path: str | None = None) -> None:
-        return None
-
-    async def aclose(self) -> None:
-        return None
-
-
 def mention(fake: FakeSlack, i: int, users: int) -> dict[str, Any]:
     channel = f"C0BURST{i % 5}"
     user = f"U0USER{i % users:02d}"
@@ -116,11 +68,12 @@ def pct(values: list[float], q: float) -> float:
     return values[min(len(values) - 1, int(round(q * (len(values) - 1))))]
 
 
-async def run(transport: str, args: argparse.Namespace, model: Any, data_dir: Path) -> dict[str, Any]:
+async def run(transport: str, args: argparse.Namespace, model: Any, data_dir: Path, replicas: int = 1
+              ) -> dict[str, Any]:
     fake = FakeSlack()
     await fake.start()
     settings = load_settings(
-        data_dir=data_dir / transport,
+        data_dir=data_dir / f"{transport}-{replicas}",
         slack_bot_token=fake.bot_token,
         slack_app_token=fake.app_token if transport == "socket" else "",
         slack_signing_secret=SECRET,
@@ -128,28 +81,35 @@ async def run(transport: str, args: argparse.Namespace, model: Any, data_dir: Pa
         default={"preset": "precise"},
         presets={"precise": {"strategy": "greedy", "max_new_tokens": args.max_new_tokens}},
     )
-    store = FeedbackStore.open(settings)
-    engine = Engine(settings, model, on_reply=store.on_reply)
-    # Each user asks mentions/users questions within the burst; the limit is set so none is rate-limited.
-    dispatcher = Dispatcher(engine, store, rate_limit_per_minute=max(10, args.mentions // args.users + 1))
-    front = SlackFrontEnd(settings, dispatcher, stream_interval_s=args.stream_interval)
-    if transport == "http":
-        await front.start_http(host="127.0.0.1", port=0)
-    else:
-        await front.start_socket_mode()
-        await fake.wait_connected(1)
+    fronts: list[SlackFrontEnd] = []
+    stores: list[FeedbackStore] = []
+    for _ in range(replicas):  # each replica: its own store (connection pool), dispatcher and front end
+        store = FeedbackStore.open(settings)
+        engine = Engine(settings, model, on_reply=store.on_reply)
+        # Each user asks mentions/users questions within the burst; the limit is set so none is rate-limited.
+        dispatcher = Dispatcher(engine, store, rate_limit_per_minute=max(10, args.mentions // args.users + 1))
+        front = SlackFrontEnd(settings, dispatcher, stream_interval_s=args.stream_interval)
+        if transport == "http":
+            await front.start_http(host="127.0.0.1", port=0)
+        else:
+            await front.start_socket_mode()
+            await fake.wait_connected(1)
+        fronts.append(front)
+        stores.append(store)
     bodies = [mention(fake, i, args.users) for i in range(args.mentions)]
     retried = bodies[:: max(1, args.mentions // max(1, args.retries))][: args.retries]
+    home = {b["event_id"]: i % replicas for i, b in enumerate(bodies)}  # the replica the original goes to
     sent_at: dict[str, float] = {}
     acks: list[float] = []
     failed_acks = 0
     session = aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=args.mentions + args.retries))
-    url = f"http://127.0.0.1:{front.port}/slack/events"
-
     async def deliver(body: dict[str, Any], retry: int | None) -> None:
         nonlocal failed_acks
         if retry is None:
             sent_at[body["event"]["ts"]] = time.monotonic()
+        # A retry goes to the next replica (the load balancer's choice), the original to its home.
+        target = fronts[(home[body["event_id"]] + (1 if retry else 0)) % replicas]
+        url = f"http://127.0.0.1:{target.port}/slack/events"
         if transport == "http":
             raw = json.dumps(body)
             t0 = time.monotonic()
@@ -170,7 +130,8 @@ async def run(transport: str, args: argparse.Namespace, model: Any, data_dir: Pa
     await asyncio.sleep(0)  # originals first, then Slack's retries of some of them
     retries = [asyncio.create_task(deliver(b, 1)) for b in retried]
     await asyncio.gather(*first, *retries)
-    await front.idle()
+    for front in fronts:
+        await front.idle()
     t_done = time.monotonic()
 
     # Check: every mention has exactly one answer (a placeholder turned into a final message with buttons).
@@ -191,11 +152,14 @@ async def run(transport: str, args: argparse.Namespace, model: Any, data_dir: Pa
     twice = sum(1 for n in per_thread.values() if n > 1)
     updates = len([c for c in fake.calls if c.method == "chat.update"])
     await session.close()
-    await front.close()
+    for front in fronts:
+        await front.close()
     await fake.close()
-    store.close()
+    for store in stores:
+        store.close()
     return {
         "transport": transport,
+        "replicas": replicas,
         "events": len(bodies) + len(retried),
         "ack_p50": pct(acks, 0.5) * 1000,
         "ack_p95": pct(acks, 0.95) * 1000,
@@ -224,7 +188,10 @@ async def main_async(args: argparse.Namespace) -> None:
             model = ScriptedModel(tokens=args.tokens, token_s=args.token_ms / 1000, batch=args.model_batch)
             label = f"scripted: {args.tokens} tokens × {args.token_ms} ms, {args.model_batch} at a time"
         transports = ["http", "socket"] if args.transport == "both" else [args.transport]
-        rows = [await run(t, args, model, Path(tmp)) for t in transports]
+        runs = [(t, 1) for t in transports]
+        if args.replicas > 1 and "http" in transports:
+            runs.append(("http", args.replicas))  # beside the single-process figure, in the same run
+        rows = [await run(t, args, model, Path(tmp), n) for t, n in runs]
         if args.model == "real":
             model.close()
     print(
@@ -234,6 +201,7 @@ async def main_async(args: argparse.Namespace) -> None:
     )
     head = (
         "transport",
+        "replicas",
         "events",
         "ack p50 ms",
         "ack p95 ms",
@@ -252,6 +220,7 @@ async def main_async(args: argparse.Namespace) -> None:
     for r in rows:
         cells = (
             r["transport"],
+            r["replicas"],
             r["events"],
             f"{r['ack_p50']:.1f}",
             f"{r['ack_p95']:.1f}",
@@ -276,7 +245,8 @@ def main() -> None:
     p.add_argument("--model", choices=["scripted", "real"], default="scripted")
     p.add_argument("--mentions", type=int, default=100)
     p.add_argument("--users", type=int, default=20)
-    p.add_argument("--retries", type=int, default=10)
+    p.add_argument("--retries", type=int, default=None, help="re-deliveries (default: every fifth event)")
+    p.add_argument("--replicas", type=int, default=2, help="HTTP replicas on one database (1: single only)")
     p.add_argument("--tokens", type=int, default=40)
     p.add_argument("--token-ms", type=float, default=25.0)
     p.add_argument("--model-batch", type=int, default=8)
@@ -284,6 +254,8 @@ def main() -> None:
     p.add_argument("--stream-interval", type=float, default=1.0)
     p.add_argument("--data-dir", type=Path, default=None, help="where the real model is converted/cached")
     args = p.parse_args()
+    if args.retries is None:
+        args.retries = args.mentions // 5
     logging.basicConfig(level=logging.WARNING)
     asyncio.run(main_async(args))
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections import OrderedDict
 from collections.abc import Awaitable, Iterator
 from dataclasses import replace
 from typing import Any
@@ -25,9 +24,10 @@ from discord.http import Route
 
 from bot.discord_format import strip_mentions, thread_title
 from bot.discord_stream import AnswerPoster, channel_sender, interaction_sender, typing
-from bot.dispatcher import RATE_LIMITED, Dispatcher
+from bot.dispatcher import Dispatcher
 from bot.events import ButtonPress, IncomingMessage, Reaction
 from core.config import ConfigError, Settings
+from core.text import clean_text, is_blank
 from core.types import Message, Reply, Source
 
 __all__ = ["DiscordFrontEnd", "discord_endpoints", "discord_intents", "run_discord", "sources_embed"]
@@ -36,9 +36,9 @@ logger = logging.getLogger(__name__)
 
 PLATFORM = "discord"
 MODES = ("chat", "rag", "agent", "auto")
-GONE_REPLY = "I can no longer find that answer, so I can't try another one. Please ask again."
 VOTE_THANKS = "Thanks — your feedback helps me improve."
 VOTE_FAILED = "Sorry — I could not record that just now. Please try again in a moment."
+CORRECTION_FAILED = "Sorry — I couldn't keep that correction (the answer may be gone). Please try again later."
 # Messages people write (and the bot's own /ask answers, for thread history); system messages are skipped.
 _CONVERSATION_TYPES = (discord.MessageType.default, discord.MessageType.reply,
                        discord.MessageType.chat_input_command)
@@ -139,19 +139,18 @@ class DiscordFrontEnd:
             self.client.event(handler)
         self._button = _feedback_button(self)
         self.client.add_dynamic_items(self._button)
-        # Later parts of a split answer -> its first message (the reference the store knows).
-        self._parts: OrderedDict[str, str] = OrderedDict()
         # Reactions are applied one at a time, in the order Discord sent them (add + remove stays removed).
         self._reactions = asyncio.Lock()
 
     # -- lifecycle -----------------------------------------------------------------------------------------
 
     async def _setup_hook(self) -> None:
+        # /ask is an extra: whatever stops its registration is logged, and mentions and DMs are answered anyway.
         try:
             await self.tree.sync()
-        except discord.HTTPException as e:
-            logger.warning("could not register /ask (%s); invite the bot with the applications.commands "
-                           "scope", e)
+        except Exception as e:
+            logger.warning("could not register /ask (%s); mentions and DMs still work. Invite the bot with the "
+                           "applications.commands scope", e)
 
     async def on_ready(self) -> None:
         logger.info("connected to Discord as %s in %d guild(s)", self.client.user, len(self.client.guilds))
@@ -170,22 +169,8 @@ class DiscordFrontEnd:
             with contextlib.suppress(discord.HTTPException):
                 channel = await self.client.fetch_channel(channel.id)  # type: ignore[assignment]
         msg = self._incoming(message, channel)
-        if msg is None or not self.dispatcher.should_answer(msg):
-            return
-        if not self.dispatcher.first_delivery(msg.event_id):
-            return
-        # Step 1: where to answer — a new thread from a channel question, else right here.
-        target, reference, thread = await self._destination(message, channel, msg)
-        if target is None:
-            return
-        # Step 2: what came before — the thread so far or the reply chain; a new question starts fresh.
-        history = await self._history(message, channel, in_thread=isinstance(channel, discord.Thread))
-        msg = replace(msg, thread=thread, history=history)
-        # Step 3: answer with the typing indicator on, streaming into the destination.
-        poster = AnswerPoster(channel_sender(target, reference), interval=self.edit_interval)
-        async with typing(target):
-            reply = await self.dispatcher.answer(msg, on_text=poster.feed)
-        await self._deliver(poster, reply, private=False)
+        if msg is not None:
+            await self.dispatcher.handle(msg, _MessageOutlet(self, message, channel))
 
     def _incoming(self, message: discord.Message, channel: Any) -> IncomingMessage | None:
         """The neutral form of a message, or None for system messages (joins, pins, thread notices)."""
@@ -201,12 +186,12 @@ class DiscordFrontEnd:
         channel_name = getattr(parent if in_thread else channel, "name", "") or ""
         return IncomingMessage(
             platform=PLATFORM,
-            text=strip_mentions(message.content, ids),
+            text=clean_text(strip_mentions(clean_text(message.content), ids)),
             user=str(message.author.id),
             channel=channel_id,
             thread=str(channel.id) if in_thread else "",
             workspace=str(guild.id) if guild is not None else "",
-            channel_name=self._profile_name(channel_id, channel_name or "", guild),
+            channel_name=self._profile_name(channel_id, clean_text(channel_name), guild),
             message_ref=str(message.id),
             is_dm=guild is None,
             mentioned=any(u.id == me.id for u in message.mentions)
@@ -237,7 +222,7 @@ class DiscordFrontEnd:
         if isinstance(channel, discord.Thread) or not isinstance(channel, discord.TextChannel):
             return channel, reply_to, msg.thread
         # A greeting or a file without text gets a short inline answer, not a thread of its own.
-        if not self.settings.discord_threads or not msg.text:
+        if not self.settings.discord_threads or is_blank(msg.text):
             return channel, reply_to, msg.thread
         try:
             thread = await message.create_thread(name=thread_title(msg.text), auto_archive_duration=1440)
@@ -308,8 +293,8 @@ class DiscordFrontEnd:
         for m in found:
             if m.type not in _CONVERSATION_TYPES:
                 continue
-            text = strip_mentions(m.content, {me.id} if me else set())
-            if not text:
+            text = clean_text(strip_mentions(clean_text(m.content), {me.id} if me else set()))
+            if is_blank(text):
                 continue
             role = "assistant" if me is not None and m.author.id == me.id else "user"
             if history and history[-1].role == role:  # the parts of a split answer are one turn
@@ -319,18 +304,6 @@ class DiscordFrontEnd:
         return tuple(history)
 
     # -- posting -------------------------------------------------------------------------------------------
-
-    async def _deliver(self, poster: AnswerPoster, reply: Reply, *, private: bool) -> None:
-        messages = await poster.finish(reply.answer, embed=sources_embed(reply.sources),
-                                       view=self._buttons(reply, private=private))
-        if not messages:
-            return
-        first = str(messages[0].id)
-        await self.dispatcher.posted(reply, first)
-        for part in messages[1:]:
-            self._parts[str(part.id)] = first
-        while len(self._parts) > 10_000:
-            self._parts.popitem(last=False)
 
     def _buttons(self, reply: Reply, *, private: bool) -> discord.ui.View | None:
         """"Try another answer" under every model answer; 👍/👎 buttons too when private (ephemeral messages
@@ -343,6 +316,7 @@ class DiscordFrontEnd:
             view.add_item(button("up", reply.id))
             view.add_item(button("down", reply.id))
         view.add_item(button("another", reply.id))
+        view.add_item(button("correct", reply.id))
         return view
 
     # -- /ask ----------------------------------------------------------------------------------------------
@@ -375,20 +349,16 @@ class DiscordFrontEnd:
         history = await self._history(None, channel, in_thread=True) if in_thread else \
             (None if interaction.guild_id is None else ())
         msg = IncomingMessage(
-            platform=PLATFORM, text=question, user=str(interaction.user.id), channel=channel_id,
+            platform=PLATFORM, text=clean_text(question), user=str(interaction.user.id), channel=channel_id,
             thread=str(channel.id) if in_thread else "",
             workspace=str(interaction.guild_id or ""),
-            channel_name=self._profile_name(channel_id, getattr(parent, "name", "") or "", interaction.guild),
+            channel_name=self._profile_name(channel_id, clean_text(getattr(parent, "name", "")), interaction.guild),
             message_ref=str(interaction.id), is_dm=interaction.guild_id is None, mentioned=True,
             in_bot_thread=in_thread and channel.owner_id == getattr(self.client.user, "id", None),
             event_id=f"{PLATFORM}:interaction:{interaction.id}", history=history, preset=preset, mode=mode,
             private=private,
         )
-        if not self.dispatcher.first_delivery(msg.event_id):
-            return
-        poster = AnswerPoster(interaction_sender(interaction, ephemeral=private), interval=self.edit_interval)
-        reply = await self.dispatcher.answer(msg, on_text=poster.feed)
-        await self._deliver(poster, reply, private=private)
+        await self.dispatcher.handle(msg, _InteractionOutlet(self, interaction, ephemeral=private))
 
     # -- feedback ------------------------------------------------------------------------------------------
 
@@ -404,11 +374,10 @@ class DiscordFrontEnd:
             return
         if payload.member is not None and payload.member.bot:
             return
-        ref = str(payload.message_id)
         async with self._reactions:
             await self.dispatcher.reaction(Reaction(
                 platform=PLATFORM, user=str(payload.user_id), emoji=payload.emoji.name or str(payload.emoji),
-                message_ref=self._parts.get(ref, ref), added=added, channel=str(payload.channel_id),
+                message_ref=str(payload.message_id), added=added, channel=str(payload.channel_id),
             ))
 
     async def on_button(self, interaction: discord.Interaction, action: str, interaction_id: str) -> None:
@@ -422,28 +391,112 @@ class DiscordFrontEnd:
                 answer = VOTE_FAILED
             await interaction.response.send_message(answer, ephemeral=True)
             return
-        # "Try another answer": rate-limited like a question, since it runs the model again.
-        if not self.dispatcher.limiter.allow(f"{PLATFORM}:{user}"):
-            await interaction.response.send_message(RATE_LIMITED, ephemeral=True)
+        if action == "correct":  # a dialog with the answer's text to edit; its submission is the correction
+            answer = interaction.message.content if interaction.message is not None else ""
+            await interaction.response.send_modal(_CorrectionModal(self, interaction_id, clean_text(answer)))
             return
+        # "Try another answer": the dispatcher's flow, rate-limited like a question (it runs the model again).
         ephemeral = interaction.message is not None and interaction.message.flags.ephemeral
         await interaction.response.defer(thinking=True, ephemeral=ephemeral)
-        send = interaction_sender(interaction, ephemeral=ephemeral)
-        poster = AnswerPoster(send, interval=self.edit_interval)
-        reply = await self.dispatcher.another(interaction_id, on_text=poster.feed)
-        if reply is None:
-            await poster.finish(GONE_REPLY)
+        await self.dispatcher.handle_another(ButtonPress(PLATFORM, user, "another", interaction_id),
+                                             _InteractionOutlet(self, interaction, ephemeral=ephemeral))
+
+
+class _CorrectionModal(discord.ui.Modal, title="Correct this answer"):
+    """"Correct this answer": the answer's text to edit; on submit the correction is stored and shown."""
+
+    def __init__(self, front: DiscordFrontEnd, interaction_id: str, answer: str) -> None:
+        super().__init__(timeout=900)
+        self.front, self.interaction_id = front, interaction_id
+        self.text: discord.ui.TextInput[Any] = discord.ui.TextInput(
+            label="What the answer should say", style=discord.TextStyle.paragraph, max_length=1900,
+            default=answer[:1900] or None)
+        self.add_item(self.text)
+
+    async def on_submit(self, interaction: discord.Interaction) -> None:
+        user = str(interaction.user.id)
+        press = ButtonPress(PLATFORM, user, "correct", self.interaction_id, reason=clean_text(self.text.value))
+        try:
+            text = await self.front.dispatcher.correct(press)
+        except Exception as e:
+            logger.info("correction of %s not kept: %s", self.interaction_id, e)
+            await interaction.response.send_message(CORRECTION_FAILED, ephemeral=True)
             return
-        await self._deliver(poster, reply, private=ephemeral)
+        await interaction.response.send_message(f"✏️ Corrected by <@{user}>:\n{text}"[:2000])
+
+
+class _MessageOutlet:
+    """The dispatcher's outlet for a message: a thread of its own for a question in a channel (else right there),
+    the conversation so far read from Discord, the typing indicator while the answer streams."""
+
+    def __init__(self, front: DiscordFrontEnd, message: discord.Message, channel: Any) -> None:
+        self.front, self.message, self.channel = front, message, channel
+        self.poster: AnswerPoster | None = None
+        self._typing = contextlib.AsyncExitStack()
+
+    async def prepare(self, msg: IncomingMessage) -> IncomingMessage:
+        return msg
+
+    async def open(self, msg: IncomingMessage) -> IncomingMessage | None:
+        front = self.front
+        target, reference, thread = await front._destination(self.message, self.channel, msg)
+        if target is None:
+            return None
+        history = await front._history(self.message, self.channel, in_thread=isinstance(self.channel, discord.Thread))
+        self.poster = AnswerPoster(channel_sender(target, reference), interval=front.edit_interval)
+        await self._typing.enter_async_context(typing(target))
+        return replace(msg, thread=thread, history=history)
+
+    def feed(self, text: str) -> None:
+        if self.poster is not None:
+            self.poster.feed(text)
+
+    async def deliver(self, reply: Reply) -> list[str]:
+        await self._typing.aclose()
+        assert self.poster is not None
+        messages = await self.poster.finish(reply.answer, embed=sources_embed(reply.sources),
+                                            view=self.front._buttons(reply, private=False))
+        return [str(m.id) for m in messages]
+
+    async def fail(self, text: str) -> None:
+        await self._typing.aclose()
+        if self.poster is not None:
+            await self.poster.finish(text)
+
+
+class _InteractionOutlet:
+    """The dispatcher's outlet for an interaction (/ask, "Try another answer"), already deferred: the answer
+    replaces "thinking…", later parts follow up; ephemeral ones get vote buttons (they cannot get reactions)."""
+
+    def __init__(self, front: DiscordFrontEnd, interaction: discord.Interaction, *, ephemeral: bool) -> None:
+        self.front, self.ephemeral = front, ephemeral
+        self.poster = AnswerPoster(interaction_sender(interaction, ephemeral=ephemeral), interval=front.edit_interval)
+
+    async def prepare(self, msg: IncomingMessage) -> IncomingMessage:
+        return msg
+
+    async def open(self, msg: IncomingMessage) -> IncomingMessage | None:
+        return msg
+
+    def feed(self, text: str) -> None:
+        self.poster.feed(text)
+
+    async def deliver(self, reply: Reply) -> list[str]:
+        messages = await self.poster.finish(reply.answer, embed=sources_embed(reply.sources),
+                                            view=self.front._buttons(reply, private=self.ephemeral))
+        return [str(m.id) for m in messages]
+
+    async def fail(self, text: str) -> None:
+        await self.poster.finish(text)
 
 
 def _feedback_button(front: DiscordFrontEnd) -> type[discord.ui.DynamicItem[discord.ui.Button]]:
     """The class of Kaizen's buttons for this front end. The reply id lives in the custom id, so buttons keep
     working after a restart (discord.py routes them by the template, not by a stored view)."""
     class FeedbackButton(discord.ui.DynamicItem[discord.ui.Button],
-                         template=r"kaizen:(?P<action>up|down|another):(?P<id>[0-9a-f]{32})"):
+                         template=r"kaizen:(?P<action>up|down|another|correct):(?P<id>[0-9a-f]{32})"):
         LOOKS = {"up": ("Helpful", "👍"), "down": ("Not helpful", "👎"),
-                 "another": ("Try another answer", "🔄")}
+                 "another": ("Try another answer", "🔄"), "correct": ("Correct this answer", "✏️")}
 
         def __init__(self, action: str, interaction_id: str) -> None:
             label, emoji = self.LOOKS[action]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import unicodedata
 
 __all__ = ["MAX_MESSAGE", "split_message", "strip_mentions", "thread_title"]
 
@@ -71,6 +72,8 @@ def strip_mentions(text: str, ids: set[int]) -> str:
 
 def thread_title(text: str, limit: int = MAX_THREAD_NAME) -> str:
     """A thread name from the question: its first line, without markdown noise, at most `limit` characters."""
+    # Zero-width and other format characters show nothing: a title is never made of them.
+    text = "".join(c for c in text if unicodedata.category(c) != "Cf")
     first = next((line for line in text.splitlines() if line.strip()), "")
     first = re.sub(r"[`*_~>|#]+", "", first)
     first = re.sub(r"<[@#][!&]?\d+>", "", first)

@@ -1,9 +1,16 @@
-"""`kaizen serve`: the model, stores and every configured front end in one process, with /healthz and /metrics."""
+"""`kaizen serve`: the model, stores and every configured front end in one process, with /healthz and /metrics.
+
+SIGTERM (what Kubernetes and `docker stop` send) shuts down cleanly: /healthz turns unready first so the load
+balancer drains, no new event is taken on, answers in flight get `grace_s` to finish (posted and recorded); an
+answer that cannot finish in time is replaced by an apology. Then the front ends close.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
+import signal
 from typing import Any
 
 from bot.dispatcher import Dispatcher
@@ -11,9 +18,11 @@ from bot.observability import HealthServer, Metrics
 from core.config import Settings
 from core.types import Reply
 
-__all__ = ["configured_platforms", "serve"]
+__all__ = ["SHUTDOWN_GRACE_S", "configured_platforms", "serve"]
 
 logger = logging.getLogger(__name__)
+
+SHUTDOWN_GRACE_S = 30.0  # within Kubernetes' default terminationGracePeriodSeconds
 
 
 def configured_platforms(settings: Settings) -> list[str]:
@@ -25,8 +34,9 @@ def configured_platforms(settings: Settings) -> list[str]:
     return platforms
 
 
-async def serve(settings: Settings, *, console: bool, started: asyncio.Event | None = None) -> None:
-    """Run until cancelled (or, with the console, until the user quits)."""
+async def serve(settings: Settings, *, console: bool, started: asyncio.Event | None = None,
+                grace_s: float = SHUTDOWN_GRACE_S) -> None:
+    """Run until cancelled or SIGTERM (or, with the console, until the user quits)."""
     from bot.runtime import build_engine, open_retriever_if_any, open_store
 
     metrics = Metrics()
@@ -56,6 +66,10 @@ async def serve(settings: Settings, *, console: bool, started: asyncio.Event | N
         started.set()
     # 2. Front ends and the adapter watcher run side by side; one failing stops the process loudly.
     tasks: list[asyncio.Task[Any]] = []
+    terminate = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    with contextlib.suppress(NotImplementedError, RuntimeError):  # not on the main thread: no signal handling
+        loop.add_signal_handler(signal.SIGTERM, terminate.set)
     try:
         if "slack" in platforms:
             from bot.slack_adapter import run_slack
@@ -82,10 +96,18 @@ async def serve(settings: Settings, *, console: bool, started: asyncio.Event | N
             return
         if not platforms:
             logger.warning("no Slack or Discord tokens configured: serving only /healthz and /metrics")
-        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_EXCEPTION)
+        stop = asyncio.create_task(terminate.wait(), name="sigterm")
+        done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
+        if stop in done:
+            await _drain(dispatcher, health, grace_s)
+        else:
+            stop.cancel()
         for t in done:
-            t.result()
+            if t is not stop and not t.cancelled():
+                t.result()
     finally:
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.remove_signal_handler(signal.SIGTERM)
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -95,3 +117,19 @@ async def serve(settings: Settings, *, console: bool, started: asyncio.Event | N
         await engine.aclose()
         if store is not None:
             store.close()
+
+
+async def _drain(dispatcher: Dispatcher, health: Any, grace_s: float) -> None:
+    """SIGTERM: unready first, then stop taking events and let the answers in flight finish (or be apologised
+    for when the front ends are cancelled)."""
+    logger.info("SIGTERM: draining (answers in flight get %.0f s)", grace_s)
+    if health is not None:
+        health.ready = False
+        health.detail = {**health.detail, "status": "draining"}
+    left = await dispatcher.drain(grace_s)
+    if left:
+        logger.warning("%d answer(s) did not finish within %.0f s: closing them with an apology", left, grace_s)
+    for task in list(dispatcher.in_flight):
+        task.cancel()
+    if dispatcher.in_flight:
+        await asyncio.wait(list(dispatcher.in_flight), timeout=10)

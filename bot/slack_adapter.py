@@ -2,82 +2,78 @@
 
     await run_slack(settings, dispatcher)  # Socket Mode with SLACK_APP_TOKEN, else HTTP on KAIZEN_SLACK_PORT
 
-Every Slack request is acknowledged as soon as it is translated into a neutral event (`bot.events`); the
-answer is produced in a background task: a placeholder in the thread of the question at once, the answer
-streamed into it with throttled `chat.update`, then the final text (mrkdwn, split within Slack's limits), the
-sources and the 👍/👎/"Try another answer" buttons. Platform-neutral decisions (whether to answer, retries,
-rate limit, votes) belong to the dispatcher; nothing of slack_bolt or slack_sdk goes past this module.
+Every Slack request is acknowledged as soon as it is translated into a neutral event (`bot.slack.translate`); the
+answer runs in a background task through the dispatcher's one flow (`Dispatcher.handle`) with a Slack outlet
+(`bot.slack.stream`): a placeholder in the question's thread, the answer streamed into it, then the final parts,
+sources and the 👍/👎/"Try another answer" buttons. Nothing of slack_bolt or slack_sdk goes past these modules.
+In HTTP mode the request signature is checked before the body is parsed.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
-import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import replace
 from typing import Any
+from urllib.parse import parse_qs
 
 import aiohttp
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     async_default_handlers,
 )
+from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.dispatcher import APOLOGY, Dispatcher
-from bot.events import ButtonPress, IncomingMessage, Reaction, vote_value
+from bot.events import IncomingMessage
+from bot.slack.stream import CALL_ERRORS, ChannelOutlet, EphemeralOutlet, UpdateBudget, why
+from bot.slack.translate import PLATFORM, button_press, command_message, message_event, reaction_event
 from bot.slack_format import (
     ACTION_ANOTHER,
+    ACTION_CORRECT,
     ACTION_DOWN,
     ACTION_UP,
     ASK_USAGE,
+    CORRECT_CALLBACK,
     PLACEHOLDER,
     REASON_CALLBACK,
     SlackMessage,
-    answer_messages,
+    correct_modal,
+    correction_from_view,
     from_slack,
     parse_ask,
     reason_from_view,
     reason_modal,
-    streaming_message,
+    to_mrkdwn,
 )
 from core.config import ConfigError, Settings
-from core.types import Message, Reply
+from core.text import clean_text, is_blank
+from core.types import Message
 
 __all__ = ["PLATFORM", "SlackFrontEnd", "run_slack"]
 
 logger = logging.getLogger(__name__)
 
-PLATFORM = "slack"
 EVENTS_PATH = "/slack/events"
-# Message subtypes that carry something someone wrote; edits, deletions, joins and the like are not questions.
-ANSWERED_SUBTYPES = {None, "file_share", "thread_broadcast", "me_message", "bot_message"}
 QUESTION_EVENT = "kaizen_question"  # metadata on a /ask question the bot posted on the asker's behalf
 ANOTHER_NOTE = "_Another answer to the same question — 👍/👎 the better one._"
 NOT_IN_CHANNEL = (
     "I can't post in this channel (I'm not a member) — here is a private answer. "
     "Invite me with `/invite @Kaizen` to answer in public."
 )
-UNKNOWN_ANSWER = "Sorry — I can no longer find that answer, so I can't do that. Please ask again."
 VOTE_FAILED = "Sorry — I couldn't record that just now. Please try again in a moment."
-MAX_EPHEMERAL = 4  # a response_url takes 5 posts; one is kept in reserve for an apology
-SHUTDOWN_GRACE_S = 10.0
-
-
-# What a Web API call can fail with: Slack's error answer, or the network after the client's retries.
-_CALL_ERRORS = (SlackApiError, aiohttp.ClientError, TimeoutError)
-
-
-def _why(e: BaseException) -> str:
-    return str(e.response.get("error")) if isinstance(e, SlackApiError) else repr(e)
+CORRECTION_FAILED = "Sorry — I couldn't keep that correction (the answer may be gone). Please try again later."
+SHUTDOWN_GRACE_S = 30.0
 
 
 def _ts_key(ts: str) -> tuple[int, ...]:
@@ -85,80 +81,18 @@ def _ts_key(ts: str) -> tuple[int, ...]:
     return tuple(int(part) for part in ts.split(".") if part.isdigit())
 
 
-class _UpdateBudget:
-    """Streaming updates for the whole app share Slack's chat.update rate limit (Tier 3, about 50 a minute per
-    workspace): a token bucket that partial updates draw from, paused when Slack answers 429. Final updates
-    do not draw from it; they must go out, and the client retries them after Retry-After."""
-
-    def __init__(self, per_minute: float, burst: int = 10) -> None:
-        self.rate, self.capacity = per_minute / 60.0, float(burst)
-        self.tokens = self.capacity
-        self.updated = time.monotonic()
-        self.paused_until = 0.0
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.capacity, self.tokens + (now - self.updated) * self.rate)
-        self.updated = now
-        if now < self.paused_until or self.tokens < 1:
-            return False
-        self.tokens -= 1
-        return True
-
-    def pause(self, seconds: float) -> None:
-        self.paused_until = max(self.paused_until, time.monotonic() + seconds)
-
-
-class _Stream:
-    """The answer so far, shown by `chat.update` at most once per `interval` (and when the shared budget
-    allows); never after `stop()` returns, so a late partial update cannot overwrite the final message."""
-
-    def __init__(
-        self, client: AsyncWebClient, channel: str, ts: str, interval: float, budget: _UpdateBudget
-    ) -> None:
-        self.client, self.channel, self.ts, self.interval, self.budget = client, channel, ts, interval, budget
-        self.latest = self.shown = ""
-        self._wake = asyncio.Event()
-        self._stopped = self._updating = False
-        self._task = asyncio.create_task(self._run())
-
-    def push(self, text: str) -> None:
-        """The engine's on_text callback (runs on the event loop): remember the text, wake the updater."""
-        self.latest = text
-        self._wake.set()
-
-    async def _run(self) -> None:
-        while not self._stopped:
-            await self._wake.wait()
-            if self._stopped or self.latest == self.shown:
-                self._wake.clear()
-                continue
-            if not self.budget.take():
-                await asyncio.sleep(self.interval)  # over the budget: skip this step, the text keeps growing
-                continue
-            self._wake.clear()
-            self.shown = self.latest
-            msg = streaming_message(self.shown)
-            self._updating = True
-            try:
-                await self.client.chat_update(
-                    channel=self.channel, ts=self.ts, text=msg.text, blocks=msg.blocks
-                )
-            except _CALL_ERRORS as e:  # a partial update is best effort: the final one is what matters
-                if isinstance(e, SlackApiError) and e.response.status_code == 429:
-                    self.budget.pause(float(e.response.headers.get("Retry-After", 30)))
-                logger.debug("streaming update of %s:%s failed: %s", self.channel, self.ts, _why(e))
-            finally:
-                self._updating = False
-            if not self._stopped:
-                await asyncio.sleep(self.interval)
-
-    async def stop(self) -> None:
-        self._stopped = True
-        self._wake.set()
-        if not self._updating:
-            self._task.cancel()
-        await asyncio.wait([self._task])  # an update in flight finishes first
+def _malformed(content_type: str, body: str) -> str:
+    """Why a signed request body cannot be a Slack payload ("" when it can)."""
+    try:
+        if content_type.startswith("application/json"):
+            return "" if isinstance(json.loads(body), dict) else "the JSON body is not an object"
+        form = parse_qs(body, keep_blank_values=True)
+        if "payload" in form and not isinstance(json.loads(form["payload"][0]), dict):
+            return "payload= is not a JSON object"
+    except ValueError:
+        return "the body is not valid JSON" if content_type.startswith("application/json") else \
+            "payload= is not valid JSON"
+    return ""
 
 
 class SlackFrontEnd:
@@ -182,22 +116,22 @@ class SlackFrontEnd:
         self.settings = settings
         self.dispatcher = dispatcher
         self.stream_interval_s = stream_interval_s
-        base_url = (
-            settings.slack_api_url if settings.slack_api_url.endswith("/") else settings.slack_api_url + "/"
-        )
+        base_url = settings.slack_api_url if settings.slack_api_url.endswith("/") else settings.slack_api_url + "/"
         # Slack answers 429 with Retry-After when we post too fast; the client waits and retries (twice),
         # as it does after a dropped connection.
         retries = [*async_default_handlers(), AsyncRateLimitErrorRetryHandler(max_retry_count=2)]
         self.client = AsyncWebClient(token=token, base_url=base_url, logger=logger, retry_handlers=retries)
         # Partial updates while streaming use a client that does not retry: a 429 pauses streaming instead.
-        self._stream_client = AsyncWebClient(token=token, base_url=base_url, logger=logger, retry_handlers=[])
-        self._budget = _UpdateBudget(stream_updates_per_minute)
+        self.stream_client = AsyncWebClient(token=token, base_url=base_url, logger=logger, retry_handlers=[])
+        self.budget = UpdateBudget(stream_updates_per_minute)
+        secret = settings.slack_signing_secret.get_secret_value()
+        self._verifier = SignatureVerifier(secret) if secret else None
         # process_before_response: bolt acknowledges when our listener returns. Listeners only translate the
         # payload and start a tracked task, so the ack goes out within milliseconds in both transports, and no
         # answer runs in an untracked task that shutdown (or garbage collection) could drop.
         self.app = AsyncApp(
             client=self.client,
-            signing_secret=settings.slack_signing_secret.get_secret_value(),
+            signing_secret=secret,
             process_before_response=True,
             name="kaizen",
             logger=logging.getLogger("slack_bolt"),
@@ -205,8 +139,6 @@ class SlackFrontEnd:
         self.bot_user_id = self.bot_id = ""
         self.port: int | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        # A split answer's later messages -> its first (the one the feedback store knows).
-        self._aliases: OrderedDict[str, str] = OrderedDict()
         self._channel_names: dict[str, str] = {}
         self._runner: web.AppRunner | None = None
         self._socket: AsyncSocketModeHandler | None = None
@@ -218,7 +150,7 @@ class SlackFrontEnd:
     async def _connect(self) -> None:
         # One HTTP session for every Web API call (a new one per call would open a connection per call).
         self._session = aiohttp.ClientSession()
-        self.client.session = self._stream_client.session = self._session
+        self.client.session = self.stream_client.session = self._session
         try:
             auth = await self.client.auth_test()
         except SlackApiError as e:
@@ -229,7 +161,7 @@ class SlackFrontEnd:
     async def start_http(self, *, host: str = "0.0.0.0", port: int | None = None) -> int:
         """Serve the Events API, interactivity and /ask at POST /slack/events (GET /healthz for load
         balancers); returns the port (pass port=0 for a free one)."""
-        if not self.settings.slack_signing_secret.get_secret_value():
+        if self._verifier is None:
             raise ConfigError(
                 "HTTP mode needs SLACK_SIGNING_SECRET (Basic Information → Signing Secret), "
                 "or set SLACK_APP_TOKEN to use Socket Mode"
@@ -262,6 +194,8 @@ class SlackFrontEnd:
         self._socket = AsyncSocketModeHandler(self.app, app_token, logger=logger, web_client=self.client)
         self._socket.client.wss_uri = url
         await self._socket.connect_async()
+        # On shutdown the connection closes first: Slack then sends events to the other connections (replicas).
+        self.dispatcher.on_drain.append(self._socket.close_async)
         logger.info("Slack Socket Mode connected")
 
     async def idle(self) -> None:
@@ -269,34 +203,55 @@ class SlackFrontEnd:
         while self._tasks:
             await asyncio.wait(list(self._tasks))
 
-    async def close(self) -> None:
+    async def close(self, *, grace_s: float = SHUTDOWN_GRACE_S) -> None:
+        """Stop taking events (Socket Mode disconnects; HTTP answers 503 so Slack retries on another replica),
+        give the answers in progress `grace_s` to be posted and recorded, then cancel the rest: each of those
+        replaces its placeholder with an apology."""
+        self.dispatcher.draining = True
         if self._socket is not None:
             await self._socket.close_async()
-        if self._runner is not None:
-            await self._runner.cleanup()
         if self._tasks:
-            # Answers in progress get a grace period to be posted; then they are cancelled.
-            _, pending = await asyncio.wait(list(self._tasks), timeout=SHUTDOWN_GRACE_S)
+            _, pending = await asyncio.wait(list(self._tasks), timeout=grace_s)
             for task in pending:
                 task.cancel()
             if pending:
                 await asyncio.wait(pending)
+        if self._runner is not None:
+            await self._runner.cleanup()
         if self._session is not None:
             await self._session.close()
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
 
     async def _http(self, request: web.Request) -> web.Response:
-        bolt_response = await self.app.async_dispatch(await to_bolt_request(request))
-        return await to_aiohttp_response(bolt_response)
+        """One Slack request: signature first (401), then the body's shape (400), then bolt."""
+        raw = await request.read()
+        headers = request.headers
+        timestamp, signature = headers.get("X-Slack-Request-Timestamp", ""), headers.get("X-Slack-Signature", "")
+        if not (timestamp.isdigit() and signature and self._verifier is not None
+                and self._verifier.is_valid(body=raw, timestamp=timestamp, signature=signature)):
+            logger.info("refused a Slack request without a valid signature")
+            return web.json_response({"error": "invalid signature"}, status=401)
+        try:
+            body = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            return web.json_response({"error": "the body is not UTF-8"}, status=400)
+        if problem := _malformed(request.content_type, body):
+            logger.info("refused a signed Slack request: %s", problem)
+            return web.json_response({"error": problem}, status=400)
+        if self.dispatcher.draining:
+            # Shutting down: Slack retries events answered with an error, and the retry reaches another replica.
+            return web.json_response({"error": "shutting down"}, status=503)
+        bolt_request = AsyncBoltRequest(body=body, query=request.query_string, headers=dict(headers))
+        return await to_aiohttp_response(await self.app.async_dispatch(bolt_request))
 
     async def _health(self, request: web.Request) -> web.Response:
-        return web.json_response(
-            {"ok": True, "bot_user_id": self.bot_user_id, "in_progress": len(self._tasks)}
-        )
+        draining = self.dispatcher.draining
+        return web.json_response({"ok": not draining, "bot_user_id": self.bot_user_id,
+                                  "in_progress": len(self._tasks)}, status=503 if draining else 200)
 
     def _register(self) -> None:
         app = self.app
@@ -307,105 +262,93 @@ class SlackFrontEnd:
         for action_id in (ACTION_UP, ACTION_DOWN, ACTION_ANOTHER):
             app.action(action_id)(self._on_button)
         app.view(REASON_CALLBACK)(self._on_reason)
+        app.action(ACTION_CORRECT)(self._on_correct_button)
+        app.view(CORRECT_CALLBACK)(self._on_correction)
         app.command("/ask")(self._on_ask)
 
-    # -- listeners: translate, de-duplicate, start the work, return (bolt then acknowledges) ---------------
+    # -- listeners: translate, start the work, return (bolt then acknowledges) -----------------------------
 
     async def _on_mention(self, body: dict[str, Any], event: dict[str, Any]) -> None:
-        if msg := self._incoming(body, event, mentioned=True):
-            self._spawn(self._converse(msg, event))
+        self._converse(message_event(body, event, bot_user_id=self.bot_user_id, mentioned=True), event)
 
     async def _on_message(self, body: dict[str, Any], event: dict[str, Any]) -> None:
-        if msg := self._incoming(body, event, mentioned=False):
-            self._spawn(self._converse(msg, event))
+        self._converse(message_event(body, event, bot_user_id=self.bot_user_id, mentioned=False), event)
 
-    def _incoming(
-        self, body: dict[str, Any], event: dict[str, Any], *, mentioned: bool
-    ) -> IncomingMessage | None:
-        subtype = event.get("subtype")
-        if subtype not in ANSWERED_SUBTYPES:
-            logger.debug("ignoring a %s message event", subtype)
-            return None
-        channel, ts, raw = event.get("channel", ""), event.get("ts", ""), event.get("text") or ""
-        is_dm = event.get("channel_type") == "im" or channel.startswith("D")
-        if not mentioned and not is_dm:
-            if self.bot_user_id and f"<@{self.bot_user_id}" in raw:
-                return None  # a channel message that mentions us: its app_mention event answers it
-            if not event.get("thread_ts") or event.get("thread_ts") == ts:
-                return None  # channel chatter outside threads is never for us
-        # 1. Slack's retries repeat the event_id; 2. a DM may also come as app_mention: one answer a message.
-        if not self.dispatcher.first_delivery(body.get("event_id", "")):
-            logger.info("retry of event %s ignored (already answered)", body.get("event_id"))
-            return None
-        if not self.dispatcher.first_delivery(f"{PLATFORM}:{channel}:{ts}"):
-            return None
-        return IncomingMessage(
-            platform=PLATFORM,
-            text=from_slack(raw, bot_user_id=self.bot_user_id),
-            user=event.get("user") or event.get("bot_id") or "",
-            channel=channel,
-            thread=event.get("thread_ts") or ts,
-            workspace=body.get("team_id") or event.get("team") or "",
-            message_ref=f"{channel}:{ts}",
-            is_dm=is_dm,
-            mentioned=mentioned,
-            from_bot=bool(event.get("bot_id")) or subtype == "bot_message",
-            event_id=body.get("event_id", ""),
-            has_attachments=bool(event.get("files")),
-        )
+    def _converse(self, msg: IncomingMessage | None, event: dict[str, Any]) -> None:
+        if msg is None or self.dispatcher.draining:
+            return
+        question_ts = event.get("ts", "")
+
+        async def prepare(m: IncomingMessage) -> IncomingMessage:
+            return await self._prepare(m, question_ts)
+
+        outlet = ChannelOutlet(self, msg.channel, msg.thread, prepare=prepare)
+        self._spawn(self.dispatcher.handle(msg, outlet))
 
     async def _on_reaction(self, body: dict[str, Any], event: dict[str, Any]) -> None:
-        item = event.get("item") or {}
-        if item.get("type") != "message" or vote_value(event.get("reaction", "")) is None:
-            return
-        if event.get("item_user") and self.bot_user_id and event["item_user"] != self.bot_user_id:
-            return  # a thumbs-up on someone else's message is not feedback for Kaizen
-        ref = f"{item.get('channel', '')}:{item.get('ts', '')}"
-        reaction = Reaction(
-            platform=PLATFORM,
-            user=event.get("user", ""),
-            emoji=event.get("reaction", ""),
-            message_ref=self._aliases.get(ref, ref),
-            added=event.get("type") == "reaction_added",
-            channel=item.get("channel", ""),
-            event_id=body.get("event_id", ""),
-        )
-        self._spawn(self._react(reaction))
+        if reaction := reaction_event(body, event, bot_user_id=self.bot_user_id):
+            self._spawn(self._guarded(self.dispatcher.reaction(reaction), f"reaction on {reaction.message_ref}"))
 
     async def _on_button(
         self, ack: Callable[..., Awaitable[Any]], body: dict[str, Any], action: dict[str, Any]
     ) -> None:
         await ack()
         kind = {ACTION_UP: "up", ACTION_DOWN: "down", ACTION_ANOTHER: "another"}[action["action_id"]]
-        press = ButtonPress(
-            platform=PLATFORM,
-            user=(body.get("user") or {}).get("id", ""),
-            action=kind,
-            interaction_id=action.get("value", ""),
-        )
-        self._spawn(self._press(press, body))
+        self._spawn(self._press(button_press(body, kind, action.get("value", "")), body))
 
     async def _on_reason(
         self, ack: Callable[..., Awaitable[Any]], body: dict[str, Any], view: dict[str, Any]
     ) -> None:
         await ack()  # closes the dialog
-        reason = reason_from_view(view)
-        if reason:
-            press = ButtonPress(
-                platform=PLATFORM,
-                user=(body.get("user") or {}).get("id", ""),
-                action="reason",
-                interaction_id=view.get("private_metadata", ""),
-                reason=reason,
-            )
+        press = button_press(body, "reason", view.get("private_metadata", ""), reason=reason_from_view(view))
+        if press.reason:
             self._spawn(self._press(press, body))
+
+    async def _on_correct_button(
+        self, ack: Callable[..., Awaitable[Any]], body: dict[str, Any], action: dict[str, Any]
+    ) -> None:
+        """"Correct this answer": a dialog with the answer's text to edit (opened before the trigger expires)."""
+        await ack()
+        container, message = body.get("container") or {}, body.get("message") or {}
+        channel = container.get("channel_id") or (body.get("channel") or {}).get("id", "")
+        thread = message.get("thread_ts") or container.get("thread_ts") or message.get("ts") or ""
+        view = correct_modal(action.get("value", ""), channel=channel, thread=thread,
+                             answer=clean_text(message.get("text", "")))
+        try:
+            await self.client.views_open(trigger_id=body.get("trigger_id", ""), view=view)
+        except CALL_ERRORS as e:
+            logger.warning("could not open the correction dialog: %s", why(e))
+
+    async def _on_correction(
+        self, ack: Callable[..., Awaitable[Any]], body: dict[str, Any], view: dict[str, Any]
+    ) -> None:
+        where, text = correction_from_view(view)
+        if is_blank(clean_text(text)):
+            await ack(response_action="errors", errors={"correction": "Write what the answer should say."})
+            return
+        await ack()
+        press = button_press(body, "correct", where.get("id", ""), reason=text)
+        self._spawn(self._correct(press, where.get("channel", ""), where.get("thread", "")))
+
+    async def _correct(self, press: Any, channel: str, thread: str) -> None:
+        """Store the correction, then show the corrected answer in the thread."""
+        try:
+            text = await self.dispatcher.correct(press)
+        except Exception as e:
+            logger.info("correction of %s not kept: %s", press.interaction_id, e)
+            await self._ephemeral(channel, press.user, thread, CORRECTION_FAILED)
+            return
+        shown = f"✏️ Corrected by <@{press.user}>:\n{to_mrkdwn(text)}"[:3000]
+        await self.post(channel, thread, SlackMessage(shown))
 
     async def _on_ask(self, ack: Callable[..., Awaitable[Any]], command: dict[str, Any]) -> None:
         try:
             options = parse_ask(
-                from_slack(command.get("text", ""), bot_user_id=self.bot_user_id),
+                clean_text(from_slack(clean_text(command.get("text", "")), bot_user_id=self.bot_user_id)),
                 presets=tuple(self.settings.presets),
             )
+            if is_blank(options.question):
+                raise ValueError("please add a question")
         except ValueError as e:
             await ack(text=f"{str(e)[:1].upper()}{str(e)[1:]}.\n{ASK_USAGE}")
             return
@@ -413,153 +356,73 @@ class SlackFrontEnd:
             await ack(response_type="ephemeral", text=PLACEHOLDER)
         else:
             await ack()
-        channel = command.get("channel_id", "")
-        msg = IncomingMessage(
-            platform=PLATFORM,
-            text=options.question,
-            user=command.get("user_id", ""),
-            channel=channel,
-            channel_name=command.get("channel_name", ""),
-            workspace=command.get("team_id", ""),
-            is_dm=channel.startswith("D"),
-            mentioned=True,
-            preset=options.preset,
-            mode=options.mode,
-            private=options.private,
-            history=(),
-        )
+        msg = command_message(command, options.question, preset=options.preset, mode=options.mode,
+                              private=options.private)
         self._spawn(self._ask(msg, command.get("response_url", "")))
 
     # -- background work ------------------------------------------------------------------------------------
 
-    async def _converse(self, msg: IncomingMessage, event: dict[str, Any]) -> None:
-        """Answer a message in its thread, if the dispatcher says so."""
-        question_ts = event.get("ts", "")
-        in_thread = bool(event.get("thread_ts")) and event.get("thread_ts") != question_ts
-        replies: list[dict[str, Any]] | None = None
-        if self.settings.channels:
+    async def _prepare(self, msg: IncomingMessage, question_ts: str) -> IncomingMessage:
+        """Slack reads before the dispatcher decides: the channel's name, whether an unmentioned follow-up is in
+        one of our threads, and the thread so far."""
+        in_thread = msg.thread != question_ts
+        if not msg.is_dm:
             msg = replace(msg, channel_name=await self._channel_name(msg.channel))
+        replies: list[dict[str, Any]] | None = None
         known = (PLATFORM, msg.channel, msg.thread) in self.dispatcher.bot_threads
         if in_thread and not (msg.is_dm or msg.mentioned or msg.from_bot or known):
             # A follow-up without a mention: is this a thread we answer in? (Also after a restart or on
             # another replica: the thread itself says so.) Only asked where the channel follows threads.
-            if not self.settings.profile_for(msg.channel, msg.channel_name).follow_threads:
-                return
+            if not self.settings.profile_for(msg.channel, msg.channel_name, msg.workspace).follow_threads:
+                return msg
             replies = await self._thread(msg.channel, msg.thread)
             msg = replace(msg, in_bot_thread=any(self._is_ours(m) for m in replies or ()))
-        if not self.dispatcher.should_answer(msg):
-            return
-        placeholder = await self._post(msg.channel, msg.thread, SlackMessage(PLACEHOLDER))
-        if placeholder is None:
-            return  # we cannot post here (removed from the channel, archived): nothing more to do
-        try:
-            if in_thread:
-                # Summoned mid-thread, or a follow-up: the thread so far is the conversation.
-                replies = replies if replies is not None else await self._thread(msg.channel, msg.thread)
-                if replies is not None:
-                    msg = replace(msg, history=self._history(replies, before=question_ts))
-            await self._answer_into(
-                msg.channel,
-                msg.thread,
-                placeholder,
-                lambda on_text: self.dispatcher.answer(msg, on_text=on_text),
-            )
-        except Exception:
-            logger.exception("answering %s failed", msg.message_ref)
-            await self._update(msg.channel, placeholder, SlackMessage(APOLOGY))
-
-    async def _answer_into(
-        self,
-        channel: str,
-        thread: str,
-        placeholder: str,
-        produce: Callable[[Callable[[str], None]], Awaitable[Reply | None]],
-        *,
-        note: str = "",
-    ) -> Reply | None:
-        """Stream an answer into the placeholder message, then post it in full."""
-        stream = _Stream(self._stream_client, channel, placeholder, self.stream_interval_s, self._budget)
-        try:
-            reply = await produce(stream.push)
-        finally:
-            await stream.stop()
-        if reply is None:
-            await self._update(channel, placeholder, SlackMessage(UNKNOWN_ANSWER))
-            return None
-        messages = answer_messages(
-            reply.answer,
-            sources=reply.sources,
-            note=note if reply.called_model else "",
-            interaction_id=reply.id if reply.called_model else "",
-        )
-        refs = [f"{channel}:{placeholder}"] if await self._update(channel, placeholder, messages[0]) else []
-        for more in messages[1:]:
-            if ts := await self._post(channel, thread, more):
-                refs.append(f"{channel}:{ts}")
-        if refs and reply.called_model:
-            await self.dispatcher.posted(reply, refs[0])
-            for ref in refs[1:]:
-                self._alias(ref, refs[0])
-        return reply
+        if in_thread and self.dispatcher.should_answer(msg):
+            # Summoned mid-thread, or a follow-up: the thread so far is the conversation.
+            replies = replies if replies is not None else await self._thread(msg.channel, msg.thread)
+            if replies is not None:
+                msg = replace(msg, history=self._history(replies, before=question_ts))
+        return msg
 
     async def _ask(self, msg: IncomingMessage, response_url: str) -> None:
         """/ask: in public, the question is posted as a new thread and answered in it; privately, only the
         asker sees the answer (ephemeral, through the command's response_url)."""
         if not msg.private:
             question = SlackMessage(f"<@{msg.user}> asked: {msg.text}"[:3000])
-            metadata = {
-                "event_type": QUESTION_EVENT,
-                "event_payload": {"user": msg.user, "text": msg.text[:2000]},
-            }
-            root = await self._post(msg.channel, "", question, metadata=metadata, quiet=True)
-            if root is not None:
-                placeholder = await self._post(msg.channel, root, SlackMessage(PLACEHOLDER))
-                if placeholder is not None:
-                    msg = replace(msg, thread=root, message_ref=f"{msg.channel}:{root}")
-                    try:
-                        await self._answer_into(
-                            msg.channel,
-                            root,
-                            placeholder,
-                            lambda on_text: self.dispatcher.answer(msg, on_text=on_text),
-                        )
-                    except Exception:
-                        logger.exception("answering /ask failed")
-                        await self._update(msg.channel, placeholder, SlackMessage(APOLOGY))
-                    return
+            metadata = {"event_type": QUESTION_EVENT, "event_payload": {"user": msg.user, "text": msg.text[:2000]}}
+
+            async def post_root() -> str | None:
+                return await self.post(msg.channel, "", question, metadata=metadata, quiet=True)
+
+            outlet = ChannelOutlet(self, msg.channel, "", root=post_root)
+            await self.dispatcher.handle(msg, outlet)
+            if outlet.posted_root is not False:
+                return
             # Not a member of this channel: answer privately rather than not at all.
-            await self._respond(response_url, SlackMessage(NOT_IN_CHANNEL), replace_original=False)
+            await self.respond(response_url, SlackMessage(NOT_IN_CHANNEL), replace_original=False)
         # A private answer replaces the "Thinking…" the command's ack showed; a fallback one adds to the note.
-        try:
-            reply = await self.dispatcher.answer(msg)
-        except Exception:
-            logger.exception("answering a private /ask failed")
-            await self._respond(response_url, SlackMessage(APOLOGY), replace_original=msg.private)
-            return
-        await self._respond_answer(response_url, reply, replace_original=msg.private)
+        outlet = EphemeralOutlet(self, response_url, replace_original=msg.private)
+        await self.dispatcher.handle(replace(msg, private=True), outlet)
 
-    async def _react(self, reaction: Reaction) -> None:
-        try:
-            await self.dispatcher.reaction(reaction)
-        except Exception:
-            logger.exception("recording a reaction on %s failed", reaction.message_ref)
-
-    async def _press(self, press: ButtonPress, body: dict[str, Any]) -> None:
+    async def _press(self, press: Any, body: dict[str, Any]) -> None:
         container = body.get("container") or {}
         message = body.get("message") or {}
         channel = container.get("channel_id") or (body.get("channel") or {}).get("id", "")
         thread = message.get("thread_ts") or container.get("thread_ts") or message.get("ts") or ""
-        ephemeral = bool(container.get("is_ephemeral"))
         if press.action == "down" and body.get("trigger_id"):
             # The trigger expires 3 s after the click: open the (optional) reason dialog before anything else.
             try:
-                await self.client.views_open(
-                    trigger_id=body["trigger_id"], view=reason_modal(press.interaction_id)
-                )
-            except _CALL_ERRORS as e:
-                logger.warning("could not open the reason dialog: %s", _why(e))
+                await self.client.views_open(trigger_id=body["trigger_id"], view=reason_modal(press.interaction_id))
+            except CALL_ERRORS as e:
+                logger.warning("could not open the reason dialog: %s", why(e))
         if press.action == "another":
-            await self._another(press, channel, thread, ephemeral, body.get("response_url", ""))
+            # "Try another answer" runs the model again: the same flow (and rate limit) as a question.
+            if container.get("is_ephemeral"):
+                outlet: Any = EphemeralOutlet(self, body.get("response_url", ""), replace_original=False,
+                                              note=ANOTHER_NOTE)
+            else:
+                outlet = ChannelOutlet(self, channel, thread, note=ANOTHER_NOTE)
+            await self.dispatcher.handle_another(press, outlet)
             return
         try:
             await self.dispatcher.button(press)
@@ -570,31 +433,12 @@ class SlackFrontEnd:
         if press.action == "up":
             await self._ephemeral(channel, press.user, thread, "Thanks — your 👍 is recorded.")
 
-    async def _another(
-        self, press: ButtonPress, channel: str, thread: str, ephemeral: bool, response_url: str
-    ) -> None:
-        """The "Try another answer" button: a sibling answer (different decoding) in the same thread."""
-        if ephemeral:
-            reply = await self.dispatcher.another(press.interaction_id)
-            if reply is None:
-                await self._respond(response_url, SlackMessage(UNKNOWN_ANSWER), replace_original=False)
-            else:
-                await self._respond_answer(response_url, reply, note=ANOTHER_NOTE, replace_original=False)
-            return
-        placeholder = await self._post(channel, thread, SlackMessage(PLACEHOLDER))
-        if placeholder is None:
-            return
+    @staticmethod
+    async def _guarded(work: Awaitable[Any], what: str) -> None:
         try:
-            await self._answer_into(
-                channel,
-                thread,
-                placeholder,
-                lambda on_text: self.dispatcher.another(press.interaction_id, on_text=on_text),
-                note=ANOTHER_NOTE,
-            )
+            await work
         except Exception:
-            logger.exception("another answer to %s failed", press.interaction_id)
-            await self._update(channel, placeholder, SlackMessage(APOLOGY))
+            logger.exception("recording %s failed", what)
 
     # -- Slack reads --------------------------------------------------------------------------------------
 
@@ -610,8 +454,8 @@ class SlackFrontEnd:
             resp = await self.client.conversations_replies(
                 channel=channel, ts=thread, limit=200, include_all_metadata=True
             )
-        except _CALL_ERRORS as e:
-            logger.warning("could not read thread %s:%s (%s)", channel, thread, _why(e))
+        except CALL_ERRORS as e:
+            logger.warning("could not read thread %s:%s (%s)", channel, thread, why(e))
             return None
         return list(resp.get("messages") or [])
 
@@ -631,7 +475,8 @@ class SlackFrontEnd:
                     continue
             else:
                 role, text = "user", from_slack(m.get("text", ""), bot_user_id=self.bot_user_id)
-            if not text.strip():
+            text = clean_text(text)
+            if is_blank(text):
                 continue
             if turns and turns[-1].role == role:
                 turns[-1] = Message(role, f"{turns[-1].content}\n{text}")
@@ -641,27 +486,20 @@ class SlackFrontEnd:
         return tuple(turns[-keep:]) if keep else ()
 
     async def _channel_name(self, channel: str) -> str:
-        """The channel's name, for profiles configured by name (looked up once per channel)."""
+        """The channel's name (looked up once per channel), for profiles configured by name."""
         if channel not in self._channel_names:
             try:
                 info = await self.client.conversations_info(channel=channel)
-                self._channel_names[channel] = (info.get("channel") or {}).get("name", "")
-            except _CALL_ERRORS as e:
-                logger.info("no name for channel %s (%s)", channel, _why(e))
+                self._channel_names[channel] = clean_text((info.get("channel") or {}).get("name", ""))
+            except CALL_ERRORS as e:
+                logger.info("no name for channel %s (%s)", channel, why(e))
                 return ""
         return self._channel_names[channel]
 
     # -- Slack writes (failures are logged, never raised: a removed or archived channel is not a crash) ---
 
-    async def _post(
-        self,
-        channel: str,
-        thread: str,
-        msg: SlackMessage,
-        *,
-        metadata: dict[str, Any] | None = None,
-        quiet: bool = False,
-    ) -> str | None:
+    async def post(self, channel: str, thread: str, msg: SlackMessage, *, metadata: dict[str, Any] | None = None,
+                   quiet: bool = False) -> str | None:
         try:
             resp = await self.client.chat_postMessage(
                 channel=channel,
@@ -672,17 +510,17 @@ class SlackFrontEnd:
                 unfurl_links=False,
                 unfurl_media=False,
             )
-        except _CALL_ERRORS as e:
+        except CALL_ERRORS as e:
             log = logger.info if quiet else logger.warning
-            log("could not post in %s (%s)", channel, _why(e))
+            log("could not post in %s (%s)", channel, why(e))
             return None
         return resp.get("ts")
 
-    async def _update(self, channel: str, ts: str, msg: SlackMessage) -> bool:
+    async def update(self, channel: str, ts: str, msg: SlackMessage) -> bool:
         try:
             await self.client.chat_update(channel=channel, ts=ts, text=msg.text, blocks=msg.blocks or [])
-        except _CALL_ERRORS as e:
-            logger.warning("could not update %s:%s (%s)", channel, ts, _why(e))
+        except CALL_ERRORS as e:
+            logger.warning("could not update %s:%s (%s)", channel, ts, why(e))
             return False
         return True
 
@@ -690,13 +528,11 @@ class SlackFrontEnd:
         if not channel or not user:
             return
         try:
-            await self.client.chat_postEphemeral(
-                channel=channel, user=user, text=text, thread_ts=thread or None
-            )
-        except _CALL_ERRORS as e:
-            logger.info("could not send an ephemeral note in %s (%s)", channel, _why(e))
+            await self.client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread or None)
+        except CALL_ERRORS as e:
+            logger.info("could not send an ephemeral note in %s (%s)", channel, why(e))
 
-    async def _respond(self, response_url: str, msg: SlackMessage, *, replace_original: bool) -> None:
+    async def respond(self, response_url: str, msg: SlackMessage, *, replace_original: bool) -> None:
         """An ephemeral message to the user through a command's or button's response_url."""
         if not response_url:
             return
@@ -713,32 +549,13 @@ class SlackFrontEnd:
         except (aiohttp.ClientError, TimeoutError) as e:
             logger.warning("could not post to the response_url (%s)", e)
 
-    async def _respond_answer(
-        self, response_url: str, reply: Reply, *, note: str = "", replace_original: bool
-    ) -> None:
-        messages = answer_messages(
-            reply.answer,
-            sources=reply.sources,
-            note=note if reply.called_model else "",
-            interaction_id=reply.id if reply.called_model else "",
-            max_messages=MAX_EPHEMERAL,
-        )
-        for i, msg in enumerate(messages):
-            await self._respond(response_url, msg, replace_original=replace_original and i == 0)
-
-    def _alias(self, ref: str, first: str) -> None:
-        # The store keeps one message per answer; a reaction on a later part of a split answer counts for it.
-        self._aliases[ref] = first
-        while len(self._aliases) > 10_000:
-            self._aliases.popitem(last=False)
-
 
 async def run_slack(
     settings: Settings, dispatcher: Dispatcher, *, ready: asyncio.Event | None = None
 ) -> None:
     """Run the Slack front end until cancelled: Socket Mode when SLACK_APP_TOKEN is set, else HTTP mode on
     KAIZEN_SLACK_PORT (signatures checked with SLACK_SIGNING_SECRET). Raises ConfigError for missing or
-    rejected credentials before `ready` is set."""
+    rejected credentials before `ready` is set. When cancelled, answers in progress get the shutdown grace."""
     front = SlackFrontEnd(settings, dispatcher)
     try:
         if settings.slack_app_token.get_secret_value():
@@ -749,4 +566,4 @@ async def run_slack(
             ready.set()
         await asyncio.Event().wait()
     finally:
-        await front.close()
+        await asyncio.shield(front.close())

@@ -3,6 +3,7 @@ messages within Slack's limits, and the `/ask` option syntax. Pure functions; no
 
 from __future__ import annotations
 
+import json
 import re
 from dataclasses import dataclass, field
 from typing import Any, get_args
@@ -12,6 +13,8 @@ from core.types import Source
 
 __all__ = [
     "ACTION_ANOTHER",
+    "ACTION_CORRECT",
+    "CORRECT_CALLBACK",
     "ACTION_DOWN",
     "ACTION_UP",
     "AskOptions",
@@ -22,6 +25,8 @@ __all__ = [
     "SECTION_LIMIT",
     "SlackMessage",
     "answer_messages",
+    "correct_modal",
+    "correction_from_view",
     "from_slack",
     "parse_ask",
     "reason_modal",
@@ -41,7 +46,9 @@ PLACEHOLDER = ":hourglass_flowing_sand: _Thinking…_"
 ACTION_UP = "kaizen_up"
 ACTION_DOWN = "kaizen_down"
 ACTION_ANOTHER = "kaizen_another"
+ACTION_CORRECT = "kaizen_correct"
 REASON_CALLBACK = "kaizen_reason"
+CORRECT_CALLBACK = "kaizen_correct"
 
 MODES = get_args(Mode)
 
@@ -260,6 +267,7 @@ def _buttons(interaction_id: str) -> dict[str, Any]:
             button(ACTION_UP, "👍"),
             button(ACTION_DOWN, "👎"),
             button(ACTION_ANOTHER, "Try another answer"),
+            button(ACTION_CORRECT, "Correct this answer"),
         ],
     }
 
@@ -395,3 +403,40 @@ def parse_ask(text: str, *, presets: list[str] | tuple[str, ...]) -> AskOptions:
     if not question:
         raise ValueError("please add a question")
     return AskOptions(question=question, preset=preset, mode=mode, private=private)
+
+
+def correct_modal(interaction_id: str, *, channel: str, thread: str, answer: str = "") -> dict[str, Any]:
+    """The "Correct this answer" dialog: the answer as it was, to edit into what it should have said."""
+    return {
+        "type": "modal",
+        "callback_id": CORRECT_CALLBACK,
+        "private_metadata": json.dumps({"id": interaction_id, "channel": channel, "thread": thread}),
+        "title": {"type": "plain_text", "text": "Correct this answer"},
+        "submit": {"type": "plain_text", "text": "Save"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": "correction",
+                "label": {"type": "plain_text", "text": "What the answer should say"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": "text",
+                    "multiline": True,
+                    "max_length": 3000,
+                    **({"initial_value": answer[:3000]} if answer else {}),
+                },
+            },
+        ],
+    }
+
+
+def correction_from_view(view: dict[str, Any]) -> tuple[dict[str, str], str]:
+    """(the dialog's {"id", "channel", "thread"}, the corrected text) from a submitted `correct_modal`."""
+    try:
+        where = json.loads(view.get("private_metadata") or "{}")
+    except ValueError:
+        where = {}
+    value = (((view.get("state") or {}).get("values") or {}).get("correction") or {}).get("text") or {}
+    where = {k: str(where.get(k, "")) for k in ("id", "channel", "thread")} if isinstance(where, dict) else {}
+    return where, (value.get("value") or "").strip()

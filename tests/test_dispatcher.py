@@ -82,7 +82,7 @@ async def test_buttons_and_another(setup):
     assert sibling.sibling_of == first.id and sibling.prompt == first.prompt
     assert store.get_interaction(interaction_id=sibling.id).sibling_of == first.id
     d._recent.clear()  # after a restart: the first answer is rebuilt from the store
-    again = await d.another(first.id)
+    again = await d.another(first.id, user="slack:U3")
     assert again.sibling_of == first.id and [m.content for m in again.prompt] == [m.content for m in first.prompt]
 
 
@@ -109,3 +109,140 @@ def test_rate_limiter_window():
     assert rl.allow("a") and rl.allow("a") and not rl.allow("a") and rl.allow("b")
     now[0] = 61
     assert rl.allow("a")
+
+
+# -- state shared by replicas (issue 13): two dispatchers on one database, with the scripted model -------------
+
+class _Outlet:
+    """An in-memory outlet: parts of `size` characters, refs "C1:<n>"."""
+
+    refs = iter(range(1, 10**6))
+
+    def __init__(self, size: int = 400) -> None:
+        self.size, self.posted, self.fed, self.failed = size, [], [], []
+
+    async def prepare(self, m):
+        return m
+
+    async def open(self, m):
+        return m
+
+    def feed(self, text):
+        self.fed.append(text)
+
+    async def deliver(self, reply):
+        parts = [reply.answer[i:i + self.size] for i in range(0, len(reply.answer), self.size)]
+        self.posted.append(parts)
+        self.delivered = [f"C1:{next(self.refs)}" for _ in parts]
+        return self.delivered
+
+    async def fail(self, text):
+        self.failed.append(text)
+
+
+def _pg_url():
+    from kaizen_testing.pg import PgCluster, unavailable_reason
+
+    if unavailable_reason():
+        pytest.skip(unavailable_reason())
+    cluster = PgCluster()
+    return cluster, cluster.create_database()
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def replicas(request, isolated_env):
+    """Two dispatchers ("replicas") with their own stores on one database, and a factory for a third
+    ("after a restart")."""
+    from kaizen_testing.scripted import ScriptedModel
+
+    cluster = None
+    if request.param == "sqlite":
+        url = f"sqlite:///{isolated_env / 'shared.db'}"
+    else:
+        cluster, url = _pg_url()
+    settings = load_settings(data_dir=isolated_env, presets={"short": {"strategy": "greedy", "max_new_tokens": 8}},
+                             default={"preset": "short"})
+    stores = []
+
+    def replica(answer="Paris is the capital of France. " * 40):
+        store = FeedbackStore.from_url(url, spool_dir=isolated_env / f"spool{len(stores)}")
+        stores.append(store)
+        model = ScriptedModel(answer=answer)
+        return Dispatcher(Engine(settings, model, on_reply=store.on_reply), store, rate_limit_per_minute=5)
+
+    yield replica
+    for s in stores:
+        s.close()
+    if cluster is not None:
+        cluster.destroy()
+
+
+async def test_replicas_share_deduplication_parts_and_held_votes(replicas):
+    a, b = replicas(), replicas()
+    first = msg(event_id="Ev1", message_ref="C1:100.1")
+    out_a, out_b = _Outlet(), _Outlet()
+    reply = await a.handle(first, out_a)
+    assert reply is not None and reply.called_model and len(out_a.posted[0]) == 3
+    # Slack's retry reaches the other replica; an edit re-delivers the same message under a new event id.
+    assert await b.handle(first, out_b) is None
+    assert await b.handle(msg(event_id="Ev2-edited", message_ref="C1:100.1"), out_b) is None
+    assert out_b.posted == [] and b.engine.model.calls == 0
+    # After a restart, a vote on part 3 counts for the answer.
+    c = replicas()
+    part3 = out_a.delivered[2]
+    assert await c.reaction(Reaction(platform="slack", user="U2", emoji="+1", message_ref=part3, added=True,
+                                     event_id="EvR1")) == reply.id
+    assert [(v.user_id, v.value) for v in c.store.get_votes(interaction_id=reply.id)] == [("U2", 1)]
+    # The same reaction event delivered again to another replica changes nothing (even after a retraction).
+    await c.reaction(Reaction(platform="slack", user="U2", emoji="+1", message_ref=part3, added=False,
+                              event_id="EvR2"))
+    assert await a.reaction(Reaction(platform="slack", user="U2", emoji="+1", message_ref=part3, added=True,
+                                     event_id="EvR1")) is None
+    assert c.store.get_votes(interaction_id=reply.id) == []
+
+
+async def test_vote_while_streaming_is_held_then_counted(replicas):
+    a, b = replicas(), replicas()
+
+    class Streaming(_Outlet):
+        async def open(self, m):
+            # The placeholder is up ("C1:900"); a 👍 on it reaches the other replica before the answer is recorded.
+            self.early = await b.reaction(Reaction(platform="slack", user="U7", emoji="thumbsup", message_ref="C1:900",
+                                                   added=True, event_id="EvEarly"))
+            return m
+
+        async def deliver(self, reply):
+            return ["C1:900", "C1:901"]
+
+    outlet = Streaming()
+    reply = await a.handle(msg(event_id="Ev9", message_ref="C1:800.1"), outlet)
+    assert outlet.early is None  # not known yet: held
+    assert [(v.user_id, v.value) for v in a.store.get_votes(interaction_id=reply.id)] == [("U7", 1)]
+
+
+async def test_invisible_text_gets_the_greeting_and_records_nothing(replicas):
+    a = replicas()
+    for text in ("\u200b", "\u200d\ufeff", " \u200b\n\u2060 "):
+        outlet = _Outlet()
+        reply = await a.handle(msg(text=text), outlet)
+        assert reply is not None and not reply.called_model and reply.mode == "none"
+        assert "Ask me a question" in reply.answer
+    assert a.engine.model.calls == 0
+    with a.store.engine.connect() as conn:
+        assert conn.exec_driver_sql("SELECT count(*) FROM interactions").scalar() == 0
+
+
+async def test_every_model_call_is_rate_limited_and_errors_stay_private(replicas, monkeypatch):
+    a = replicas()
+    reply = await a.handle(msg(user="U5"), _Outlet())
+    # "Try another answer" runs the model again: it counts against the same per-minute limit as questions.
+    results = [await a.handle_another(ButtonPress("slack", "U5", "another", reply.id), _Outlet()) for _ in range(5)]
+    assert [r.answer == RATE_LIMITED for r in results] == [False, False, False, False, True]
+    assert a.engine.model.calls == 5
+
+    async def codec_error(*args, **kw):
+        raise UnicodeDecodeError("utf-8", b"\xff", 0, 1, "invalid start byte")
+
+    monkeypatch.setattr(a.engine, "answer", codec_error)
+    failed = await a.answer(msg(user="U6"))
+    assert failed.answer == APOLOGY and "utf-8" not in failed.answer

@@ -18,14 +18,13 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from fake_discord import FakeDiscord  # noqa: E402
-
 from bot.discord_adapter import run_discord  # noqa: E402
 from bot.discord_stream import CURSOR  # noqa: E402
 from bot.dispatcher import Dispatcher  # noqa: E402
 from core.config import Settings, load_settings  # noqa: E402
 from core.engine import Engine  # noqa: E402
 from feedback import FeedbackStore  # noqa: E402
+from kaizen_testing.discord import FakeDiscord  # noqa: E402
 
 
 @pytest.fixture
@@ -49,7 +48,7 @@ async def start_bot(fake: FakeDiscord, default_model: Any, isolated_env: Path
     """`await start_bot(**settings)`: Kaizen connected to the fake Discord, ready (and /ask synced)."""
     started: list[Bot] = []
 
-    async def start(**overrides: Any) -> Bot:
+    async def start(*, model: Any = None, **overrides: Any) -> Bot:
         values: dict[str, Any] = {
             "data_dir": isolated_env / "data",
             "default": {"preset": "precise"},
@@ -62,7 +61,7 @@ async def start_bot(fake: FakeDiscord, default_model: Any, isolated_env: Path
         }
         settings = load_settings(**values)
         store = FeedbackStore.open(settings)
-        engine = Engine(settings, default_model, on_reply=store.on_reply)
+        engine = Engine(settings, model or default_model, on_reply=store.on_reply)
         dispatcher = Dispatcher(engine, store, rate_limit_per_minute=settings.rate_limit_per_minute)
         ready = asyncio.Event()
         task = asyncio.create_task(run_discord(settings, dispatcher, ready=ready, edit_interval=0.05,

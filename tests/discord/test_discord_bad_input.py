@@ -3,10 +3,9 @@ answer — each handled without an error."""
 
 from __future__ import annotations
 
-from fake_discord import CHANNEL_ID, attachment_payload
-
 from bot.dispatcher import ATTACHMENTS_ONLY
 from core.engine import EMPTY_MESSAGE_REPLY
+from kaizen_testing.discord import CHANNEL_ID, attachment_payload
 
 
 async def test_bad_input_is_handled_without_errors(fake, start_bot, answers, no_errors):

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import pytest
 from discord.http import Route
-from fake_discord import BOT_ID, CHANNEL_ID, GUILD_ID, MESSAGE_CONTENT
 
 from bot.dispatcher import RATE_LIMITED
 from core.config import ConfigError
 from core.engine import EMPTY_MESSAGE_REPLY
+from kaizen_testing.discord import BOT_ID, CHANNEL_ID, GUILD_ID, MESSAGE_CONTENT
 
 
 def _prompt_texts(bot, message) -> list[tuple[str, str]]:

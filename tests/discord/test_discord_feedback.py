@@ -3,7 +3,7 @@ button and the private /ask with vote buttons, all stored in a real SQLite feedb
 
 from __future__ import annotations
 
-from fake_discord import USER_ID, user_payload
+from kaizen_testing.discord import USER_ID, user_payload
 
 ALICE = str(USER_ID)
 BOB = user_payload(USER_ID + 1, "bob")
@@ -65,7 +65,7 @@ async def test_private_ask_has_vote_buttons(fake, start_bot, no_errors):
     assert original["flags"] & 64
     ids = [c["custom_id"] for c in original["components"][0]["components"]]
     interaction_id = ids[0].rsplit(":", 1)[1]
-    assert ids == [f"kaizen:{action}:{interaction_id}" for action in ("up", "down", "another")]
+    assert ids == [f"kaizen:{action}:{interaction_id}" for action in ("up", "down", "another", "correct")]
     await fake.wait_for(lambda: bot.store.get_interaction(interaction_id=interaction_id).message_ref)
     row = bot.store.get_interaction(interaction_id=interaction_id)
     assert (row.question, row.preset, row.mode, row.answer) == ("What is Kaizen?", "precise", "chat",

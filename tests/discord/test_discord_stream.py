@@ -7,13 +7,13 @@ import asyncio
 
 import discord
 import pytest
-from fake_discord import BOT_ID, BOT_ROLE_ID, CHANNEL_ID
 
 from bot.discord_adapter import discord_endpoints, discord_intents, sources_embed
 from bot.discord_format import split_message, strip_mentions, thread_title
 from bot.discord_stream import CURSOR, AnswerPoster, channel_sender
 from core.config import load_settings
 from core.types import Source
+from kaizen_testing.discord import BOT_ID, BOT_ROLE_ID, CHANNEL_ID
 
 STEPS = "\n".join(f"print({i})  # step {i} of the job" for i in range(200))
 CODE = f"Here is the script:\n```python\n{STEPS}\n```\nRun it twice."

@@ -19,7 +19,7 @@ if str(ROOT) not in sys.path:
 
 from core.types import Message, Reply, Source, Turn  # noqa: E402
 from feedback import FeedbackStore  # noqa: E402
-from feedback.testing_pg import PgCluster, unavailable_reason  # noqa: E402
+from kaizen_testing.pg import PgCluster, unavailable_reason  # noqa: E402
 
 BACKENDS = ["sqlite", "postgresql"]
 

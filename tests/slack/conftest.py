@@ -20,10 +20,10 @@ from slack_sim import SECRET, SlackSim  # noqa: E402
 
 from bot.dispatcher import Dispatcher  # noqa: E402
 from bot.slack_adapter import SlackFrontEnd  # noqa: E402
-from bot.slack_testing import FakeSlack  # noqa: E402
 from core.config import load_settings  # noqa: E402
 from core.engine import Engine  # noqa: E402
 from feedback import FeedbackStore  # noqa: E402
+from kaizen_testing.slack import FakeSlack  # noqa: E402
 
 SHORT = {"precise": {"strategy": "greedy", "max_new_tokens": 12}}
 

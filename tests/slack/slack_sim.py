@@ -13,7 +13,7 @@ import aiohttp
 
 from bot.slack_adapter import SlackFrontEnd
 from bot.slack_format import ACTION_UP
-from bot.slack_testing import FakeSlack, signed_headers
+from kaizen_testing.slack import FakeSlack, signed_headers
 
 ROOT = Path(__file__).resolve().parents[2]
 DATA = ROOT / "tests" / "data" / "slack"

@@ -8,6 +8,7 @@ import pytest
 
 from bot.slack_format import (
     ACTION_ANOTHER,
+    ACTION_CORRECT,
     ACTION_DOWN,
     ACTION_UP,
     PLACEHOLDER,
@@ -112,6 +113,7 @@ def test_answer_messages_blocks():
         (ACTION_UP, "abc123"),
         (ACTION_DOWN, "abc123"),
         (ACTION_ANOTHER, "abc123"),
+        (ACTION_CORRECT, "abc123"),
     ]
     # No interaction (a canned reply): no buttons; no sources: no context.
     (plain,) = answer_messages("Sorry.")

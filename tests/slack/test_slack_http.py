@@ -9,7 +9,15 @@ import time
 from slack_sim import SlackSim, payload
 
 from bot.dispatcher import APOLOGY, ATTACHMENTS_ONLY, RATE_LIMITED
-from bot.slack_format import ACTION_ANOTHER, ACTION_DOWN, ACTION_UP, PLACEHOLDER, to_mrkdwn
+from bot.slack_format import (
+    ACTION_ANOTHER,
+    ACTION_CORRECT,
+    ACTION_DOWN,
+    ACTION_UP,
+    CORRECT_CALLBACK,
+    PLACEHOLDER,
+    to_mrkdwn,
+)
 from core.engine import EMPTY_MESSAGE_REPLY
 
 
@@ -41,7 +49,7 @@ async def test_mention_is_answered_in_its_thread_with_buttons(slack, store):
     assert len(posts) == 1 and posts[0]["thread_ts"] == ev["ts"] and posts[0]["text"] == PLACEHOLDER
     updates = [c for c in slack.fake.calls_to("chat.update") if c["ts"] == answer["ts"]]
     assert len(updates) >= 2, "the answer should stream in before the final update"
-    assert _buttons(updates[-1]) == [ACTION_UP, ACTION_DOWN, ACTION_ANOTHER]
+    assert _buttons(updates[-1]) == [ACTION_UP, ACTION_DOWN, ACTION_ANOTHER, ACTION_CORRECT]
     # The posted text is the recorded answer, as mrkdwn; the message maps back to the interaction.
     interaction_id = store.find_by_message_ref(platform="slack", ref=f"C0GENERAL:{answer['ts']}")
     row = store.get_interaction(interaction_id=interaction_id)
@@ -63,6 +71,25 @@ async def test_http_ack_is_immediate_and_bad_signatures_are_refused(slack):
     assert (await slack.event(slack.mention("hi"), timestamp=int(time.time()) - 3600))[0] == 401  # replayed
     await slack.front.idle()
     assert len(slack.fake.calls) == calls  # nothing was answered
+
+
+async def test_malformed_or_unsigned_requests_get_4xx_without_a_traceback(slack, caplog):
+    caplog.set_level("DEBUG")
+    form = "application/x-www-form-urlencoded"
+    cases = [
+        ("{not json", "application/json", {}, 400),  # signed, but not JSON
+        ("[1, 2]", "application/json", {}, 400),  # JSON, but not an object
+        ("payload=%7Bnot+json", form, {}, 400),  # interactivity whose payload= is not JSON
+        ("payload=%5B%5D", form, {}, 400),
+        ('{"type": "event_callback"}', "application/json", {"secret": "wrong"}, 401),  # bad signature
+        ('{"type": "event_callback"}', "application/json", {"timestamp": "soon"}, 401),  # non-numeric
+    ]
+    for body, content_type, kw, expected in cases:
+        status, _ = await slack.send(body, content_type, **kw)
+        assert status == expected, (body, kw)
+    async with slack.session.post(slack.url, data=b'{"type": "event_callback"}') as resp:  # no headers at all
+        assert resp.status == 401
+    assert not [r for r in caplog.records if r.exc_info or "Traceback" in r.getMessage()]
 
 
 async def test_url_verification(slack):
@@ -210,6 +237,22 @@ async def test_buttons_vote_reason_and_another_answer(slack, store):
     assert store.get_interaction(interaction_id=sibling_id).sibling_of == iid
     assert store.find_by_message_ref(platform="slack", ref=f"C0GENERAL:{answers[1]['ts']}") == sibling_id
     assert "Another answer" in json.dumps(answers[1]["blocks"])
+    # "Correct this answer": a dialog with the answer to edit; the correction is kept and shown in the thread.
+    fix = slack.button(ACTION_CORRECT, iid, user="U0DAVE", **where)
+    await slack.interaction(fix)
+    await slack.front.idle()
+    opened = slack.fake.calls_to("views.open")[-1]
+    assert opened["trigger_id"] == fix["trigger_id"] and opened["view"]["callback_id"] == CORRECT_CALLBACK
+    submitted = payload("view_submission")
+    submitted["user"]["id"] = "U0DAVE"
+    submitted["view"] |= {"callback_id": CORRECT_CALLBACK, "private_metadata": opened["view"]["private_metadata"],
+                          "state": {"values": {"correction": {"text": {"type": "plain_text_input",
+                                                                       "value": "Paris\u200b is the capital."}}}}}
+    assert (await slack.interaction(submitted))[0] == 200
+    await slack.front.idle()
+    [kept] = store.get_corrections(interaction_id=iid)
+    assert (kept.user_id, kept.text) == ("U0DAVE", "Paris\u200b is the capital.")
+    assert "Corrected by <@U0DAVE>" in slack.answers("C0GENERAL", root)[-1]["text"]
 
 
 async def test_slash_command_public_and_private(slack, store):

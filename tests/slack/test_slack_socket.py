@@ -14,9 +14,9 @@ from slack_sim import SECRET, SlackSim
 from bot.dispatcher import Dispatcher
 from bot.slack_adapter import run_slack
 from bot.slack_format import ACTION_UP
-from bot.slack_testing import signed_headers
 from core.config import ConfigError
 from core.engine import Engine
+from kaizen_testing.slack import signed_headers
 
 
 def _buttons(msg: dict) -> list[dict]:

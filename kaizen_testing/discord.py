@@ -213,6 +213,7 @@ class FakeDiscord:
         self.echo_bot_messages = True
         self.token = "fake-token"  # any other token gets 401
         self.allow_message_content = True  # False: the app lacks the privileged intent (close code 4014)
+        self.break_command_sync = False  # True: registering /ask gets an HTML error page instead of JSON
 
     # -- lifecycle ---------------------------------------------------------------------------------------
 
@@ -394,6 +395,8 @@ class FakeDiscord:
             case "GET", ["gateway", "bot"]:
                 return _json({"url": self.gateway_url, "shards": 1, "session_start_limit": {
                     "total": 1000, "remaining": 1000, "reset_after": 0, "max_concurrency": 1}})
+            case "PUT", ["applications", _, "commands"] if self.break_command_sync:
+                return web.Response(text="<html>502 Bad Gateway</html>", content_type="text/html")
             case "PUT", ["applications", _, "commands"]:
                 self.commands = [{**c, "id": str(self.new_id()), "application_id": str(APP_ID),
                                   "version": "1", "default_member_permissions": None, "nsfw": False,

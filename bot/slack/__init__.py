@@ -1,0 +1,1 @@
+"""Slack: `translate` (payloads -> `bot.events`, pure), `stream` (posting and streaming one answer)."""

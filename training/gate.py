@@ -7,14 +7,22 @@ Measured on the held-out split of the night's feedback, candidate vs serving (th
 - KTO agreement (labelled answers only): did the candidate move each answer's likelihood the way its vote says?
 - regression set: must-still-answer questions (JSONL: {"question", "expect": [any of these substrings]}).
 
-`decide` is the rule: no must-still-answer question the serving model answers may be lost, and the primary metric
-(win rate, else preference shift, else KTO agreement) must be at least 0.5 + `margin`; preference accuracy may not
-fall by more than `max_pref_drop`.
+Each share comes with its 95 % Wilson interval (`<metric>_ci`): a night holds out few examples (8 pairs: one
+more or one fewer win moves the share by 0.12), so the decision uses the interval, not the share alone.
+
+`decide` is the rule: no must-still-answer question the serving model answers may be lost, and the lower end of
+the primary metric's interval (win rate, else preference shift, else KTO agreement) must be above 0.5 + `margin`
+(the candidate is better than serving beyond what chance on this few examples gives); preference accuracy may not
+fall by more than `max_pref_drop`. A must-still-answer answer counts when it states an expected fact as a word
+(list numbers "4." do not count as "4"); one cut off by the token limit before stating it is generated again with
+four times the room, so a long-winded candidate is not taken for a forgetful one.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,7 +30,7 @@ from typing import Any
 
 from training.common import RECIPES_DIR, RecipeError
 
-__all__ = ["GateConfig", "GateReport", "decide", "evaluate", "load_regression"]
+__all__ = ["GateConfig", "GateReport", "answers_fact", "decide", "evaluate", "load_regression", "wilson"]
 
 logger = logging.getLogger(__name__)
 
@@ -31,8 +39,9 @@ DEFAULT_REGRESSION = RECIPES_DIR / "regression.jsonl"
 
 @dataclass
 class GateConfig:
-    # How much better the candidate must be: win rate >= 0.5 + margin, or accuracy/agreement gain >= margin.
-    margin: float = 0.05
+    # How much better the candidate must be: the lower end of the primary metric's interval > 0.5 + margin.
+    margin: float = 0.0
+    confidence: float = 0.95  # of the intervals reported and used in the decision
     # Preference accuracy may drop by at most this much when the win rate decides.
     max_pref_drop: float = 0.05
     regression_file: str = ""  # "" = the packaged training/recipes/regression.jsonl
@@ -46,6 +55,8 @@ class GateConfig:
     def check(self) -> None:
         if not -1 <= self.margin <= 1:
             raise RecipeError(f"gate.margin must be in [-1, 1], got {self.margin}")
+        if not 0 < self.confidence < 1:
+            raise RecipeError(f"gate.confidence must be between 0 and 1, got {self.confidence}")
         if min(self.max_new_tokens, self.regression_max_new_tokens, self.batch_size) < 1 or self.max_examples < 0:
             raise RecipeError("gate.max_new_tokens, regression_max_new_tokens and batch_size must be >= 1, "
                               "gate.max_examples >= 0")
@@ -75,34 +86,53 @@ def load_regression(path: Path | str | None = None) -> list[dict[str, Any]]:
     return rows
 
 
+def wilson(successes: float, n: int, confidence: float = 0.95) -> tuple[float, float]:
+    """Wilson score interval (lo, hi) of a share `successes / n` (ties may count half); (0, 1) when n is 0."""
+    if n <= 0:
+        return 0.0, 1.0
+    from scipy.stats import norm
+
+    z = float(norm.ppf(0.5 + confidence / 2))
+    p = successes / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return max(0.0, centre - half), min(1.0, centre + half)
+
+
+# The primary metrics in order of preference: (key, count key, how the reason names it).
+_PRIMARY = (
+    ("win_rate", "prompts", "reward-model win rate {v:.2f}"),
+    ("pref_shift", "pairs", "the candidate moved toward the liked answer on {v:.2f} of held-out pairs"),
+    ("kto_agreement", "kto", "KTO agreement {v:.2f}"),
+)
+
+
 def decide(config: GateConfig, m: dict[str, Any]) -> tuple[bool, str]:
-    """Promote or not, and why, from the metrics `evaluate` measured."""
+    """Promote or not, and why, from the metrics `evaluate` measured (with their example counts, the interval
+    decides; without, the share alone does)."""
     # Step 1: losing a must-still-answer question vetoes everything else.
     lost = m.get("regression_lost") or []
     if lost:
         return False, f"regression: no longer answers {len(lost)} must-still-answer question(s): {'; '.join(lost)}"
     pref_c, pref_s = m.get("pref_acc_candidate"), m.get("pref_acc_serving")
-    # Step 2: the primary metric must beat the serving adapter by the margin.
-    if m.get("win_rate") is not None:
-        need = 0.5 + config.margin
-        if m["win_rate"] < need:
-            return False, f"reward-model win rate {m['win_rate']:.2f} is below {need:.2f}"
-        if pref_c is not None and pref_c < pref_s - config.max_pref_drop:
+    need = 0.5 + config.margin
+    # Step 2: the primary metric must beat the serving adapter by the margin, beyond chance.
+    for key, count, label in _PRIMARY:
+        if m.get(key) is None:
+            continue
+        what = label.format(v=m[key])
+        n = int(m.get(count) or 0)
+        if m[key] < need:
+            return False, f"{what} is below {need:.2f}" if key != "pref_shift" else f"{what}, below {need:.2f}"
+        if n:
+            lo, hi = wilson(m[key] * n, n, config.confidence)
+            interval = f"{config.confidence:.0%} interval {lo:.2f}-{hi:.2f} on {n}"
+            if lo <= need:
+                return False, f"{what}, but its {interval} reaches {need:.2f}: not better beyond chance"
+            what += f" ({interval})"
+        if pref_c is not None and pref_s is not None and pref_c < pref_s - config.max_pref_drop:
             return False, f"preference accuracy fell from {pref_s:.2f} to {pref_c:.2f}"
-        return True, f"reward-model win rate {m['win_rate']:.2f} >= {need:.2f}"
-    if m.get("pref_shift") is not None:
-        need = 0.5 + config.margin
-        if m["pref_shift"] < need:
-            return False, f"the candidate moved toward the liked answer on {m['pref_shift']:.2f} of held-out pairs, " \
-                          f"below {need:.2f}"
-        if pref_c is not None and pref_c < pref_s - config.max_pref_drop:
-            return False, f"preference accuracy fell from {pref_s:.2f} to {pref_c:.2f}"
-        return True, f"the candidate moved toward the liked answer on {m['pref_shift']:.2f} of held-out pairs"
-    if m.get("kto_agreement") is not None:
-        need = 0.5 + config.margin
-        if m["kto_agreement"] < need:
-            return False, f"KTO agreement {m['kto_agreement']:.2f} is below {need:.2f}"
-        return True, f"KTO agreement {m['kto_agreement']:.2f} >= {need:.2f}"
+        return True, f"{what} >= {need:.2f}" if key != "pref_shift" else what
     return False, ("nothing held out to judge on: the gate needs held-out prompts and a reward model, held-out "
                    "pairs, or held-out labelled answers")
 
@@ -110,7 +140,7 @@ def decide(config: GateConfig, m: dict[str, Any]) -> tuple[bool, str]:
 class _Policies:
     """The base model with the candidate and (if any) the serving adapter loaded side by side."""
 
-    def __init__(self, base_model: str, candidate: Path, serving: Path | None, batch_size: int) -> None:
+    def __init__(self, base_model: str, candidate: Path | None, serving: Path | None, batch_size: int) -> None:
         import torch
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
@@ -122,15 +152,20 @@ class _Policies:
         self.tokenizer = load_tokenizer(base_model)
         self.tokenizer.padding_side = "left"  # generation continues where each prompt ends
         base = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype).to(self.device)
-        self.model = PeftModel.from_pretrained(base, str(candidate), adapter_name="candidate").eval()
+        self.batch_size = batch_size
         self.has_serving = serving is not None
+        if candidate is None:  # the base model alone (e.g. to replay what it answers while nothing is promoted)
+            self.model = base.eval()
+            return
+        self.model = PeftModel.from_pretrained(base, str(candidate), adapter_name="candidate").eval()
         if serving is not None:
             self.model.load_adapter(str(serving), adapter_name="serving")
-        self.batch_size = batch_size
 
     @contextmanager
     def use(self, which: str):
-        if which == "serving" and not self.has_serving:
+        if not hasattr(self.model, "disable_adapter"):
+            yield
+        elif which == "serving" and not self.has_serving:
             with self.model.disable_adapter():  # nothing promoted yet: the base model serves
                 yield
         else:
@@ -138,9 +173,14 @@ class _Policies:
             yield
 
     def generate(self, which: str, prompts: list[list[dict[str, str]]], max_new_tokens: int) -> list[str]:
+        return [text for text, _ in self.generate_ended(which, prompts, max_new_tokens)]
+
+    def generate_ended(self, which: str, prompts: list[list[dict[str, str]]], max_new_tokens: int
+                       ) -> list[tuple[str, bool]]:
+        """Greedy answers, each with whether it ended by itself (False: cut off at `max_new_tokens`)."""
         import torch
 
-        out: list[str] = []
+        out: list[tuple[str, bool]] = []
         tok = self.tokenizer
         with self.use(which):
             for i in range(0, len(prompts), self.batch_size):
@@ -151,7 +191,9 @@ class _Policies:
                     ids = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
                                               pad_token_id=tok.pad_token_id)
                 width = enc["input_ids"].shape[1]
-                out += [tok.decode(row[width:], skip_special_tokens=True).strip() for row in ids]
+                for row in ids[:, width:]:
+                    ended = bool((row == tok.eos_token_id).any() or (row == tok.pad_token_id).any())
+                    out.append((tok.decode(row, skip_special_tokens=True).strip(), ended))
         return out
 
     def logp(self, which: str, prompt: list[dict[str, str]], answer: str) -> float:
@@ -200,6 +242,7 @@ def evaluate(
         rc, rs = score(rm, rm_tok, prompts, cand), score(rm, rm_tok, prompts, serv)
         wins = sum(1.0 if c > s else 0.5 if c == s else 0.0 for c, s in zip(rc, rs, strict=True))
         m |= {"prompts": len(prompts), "win_rate": round(wins / len(prompts), 4),
+              "win_rate_ci": _ci(wins, len(prompts), config),
               "reward_candidate": round(sum(rc) / len(rc), 4), "reward_serving": round(sum(rs) / len(rs), 4)}
         del rm
 
@@ -211,10 +254,12 @@ def evaluate(
         for which in ("candidate", "serving"):
             right = sum(c > r for c, r in zip(lp[which, "chosen"], lp[which, "rejected"], strict=True))
             m[f"pref_acc_{which}"] = round(right / len(pairs), 4)
+            m[f"pref_acc_{which}_ci"] = _ci(right, len(pairs), config)
         moved = zip(lp["candidate", "chosen"], lp["serving", "chosen"], lp["candidate", "rejected"],
                     lp["serving", "rejected"], strict=True)
         shifts = [(cc - sc) - (cr - sr) for cc, sc, cr, sr in moved]
-        m["pref_shift"] = round(sum(1.0 if d > 0 else 0.5 if d == 0 else 0.0 for d in shifts) / len(pairs), 4)
+        shifted = sum(1.0 if d > 0 else 0.5 if d == 0 else 0.0 for d in shifts)
+        m["pref_shift"], m["pref_shift_ci"] = round(shifted / len(pairs), 4), _ci(shifted, len(pairs), config)
         m["pairs"] = len(pairs)
 
     # Step 3: KTO agreement: liked answers should become likelier under the candidate, disliked ones less likely.
@@ -224,18 +269,27 @@ def evaluate(
             answer = row["completion"][0]["content"]
             moved = policies.logp("candidate", row["prompt"], answer) - policies.logp("serving", row["prompt"], answer)
             agree += 0.5 if moved == 0 else float((moved > 0) == row["label"])
-        m |= {"kto": len(kto), "kto_agreement": round(agree / len(kto), 4)}
+        m |= {"kto": len(kto), "kto_agreement": round(agree / len(kto), 4),
+              "kto_agreement_ci": _ci(agree, len(kto), config)}
 
     # Step 4: the must-still-answer questions.
     if regression:
         system = [{"role": "system", "content": system_prompt}] if system_prompt else []
         questions = [system + [{"role": "user", "content": r["question"]}] for r in regression]
-        passed = {}
+        passed, cut = {}, 0
         for which in ("candidate", "serving"):
-            answers = policies.generate(which, questions, config.regression_max_new_tokens)
-            passed[which] = [_answers(r, a) for r, a in zip(regression, answers, strict=True)]
+            answers = policies.generate_ended(which, questions, config.regression_max_new_tokens)
+            # An answer cut off before it stated the fact is not a forgotten fact: give it four times the room.
+            again = [i for i, (text, ended) in enumerate(answers)
+                     if not ended and not answers_fact(regression[i], text)]
+            if again:
+                cut += len(again)
+                longer = policies.generate(which, [questions[i] for i in again], 4 * config.regression_max_new_tokens)
+                for i, text in zip(again, longer, strict=True):
+                    answers[i] = (text, True)
+            passed[which] = [answers_fact(r, a) for r, (a, _) in zip(regression, answers, strict=True)]
         m |= {"regression_total": len(regression), "regression_candidate": sum(passed["candidate"]),
-              "regression_serving": sum(passed["serving"]),
+              "regression_serving": sum(passed["serving"]), "regression_cut": cut,
               "regression_lost": [r["question"] for r, c, s in
                                   zip(regression, passed["candidate"], passed["serving"], strict=True) if s and not c]}
 
@@ -244,7 +298,20 @@ def evaluate(
     return GateReport(promote, reason, m)
 
 
-def _answers(row: dict[str, Any], answer: str) -> bool:
-    expect = row.get("expect") or []
-    return bool(answer.strip()) and (not expect or any(e.lower() in answer.lower() for e in expect))
+def _ci(successes: float, n: int, config: GateConfig) -> list[float]:
+    lo, hi = wilson(successes, n, config.confidence)
+    return [round(lo, 4), round(hi, 4)]
 
+
+# List markers ("1. ", "4) ") at the start of a line: a numbered list is not an answer to "how many".
+_LIST_MARKER = re.compile(r"(?m)^\s*(?:\d+[.)]|[-*\u2022])\s+")
+
+
+def answers_fact(row: dict[str, Any], answer: str) -> bool:
+    """True when `answer` states one of the row's expected facts as a whole word or number, case-insensitive
+    ("4" matches "has 4 legs", not "14", "2024" or a list's "4."); no expectations: any non-empty answer."""
+    expect = row.get("expect") or []
+    text = _LIST_MARKER.sub(" ", answer)
+    if not text.strip():
+        return False
+    return not expect or any(re.search(rf"(?<!\w){re.escape(e)}(?!\w)", text, re.IGNORECASE) for e in expect)

@@ -58,6 +58,11 @@ class NightlyConfig:
     scrub: bool = True  # e-mails, phone numbers, mentions replaced before training
     eval_fraction: float = 0.2  # share of prompts held out for the gate
     curated_sft: str = ""  # optional JSONL of hand-written examples added to every SFT stage
+    # Against forgetting: up to this many of the serving policy's own good answers to general prompts are added to
+    # the SFT data (see `training.replay`); 0 = off. `replay_file` "" = the packaged training/recipes/replay.jsonl.
+    replay: int = 16
+    replay_file: str = ""
+    replay_max_new_tokens: int = 96
     max_attempts: int = 3  # a run that keeps failing is abandoned after this many tries
     # "inprocess": every stage runs in this process (CPU or one GPU). "accelerate": each stage is started with
     # `accelerate launch` (several GPUs), configured by `accelerate_config` (e.g. deploy/accelerate.yaml).
@@ -76,6 +81,8 @@ class NightlyConfig:
             raise RecipeError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
         if self.launcher not in ("inprocess", "accelerate"):
             raise RecipeError(f"launcher must be 'inprocess' or 'accelerate', got {self.launcher!r}")
+        if self.replay < 0 or self.replay_max_new_tokens < 1:
+            raise RecipeError("replay must be >= 0 and replay_max_new_tokens >= 1")
         if min(self.min_sft, self.min_pairs, self.min_kto) < 1 or self.max_attempts < 1:
             raise RecipeError("min_sft, min_pairs, min_kto and max_attempts must be at least 1")
         self.gate.check()
@@ -281,11 +288,12 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
     serving = registry.serving_adapter(base)
     serving_name = _current_name(registry)
     policy, reward_path = serving, (old_reward.path if old_reward else None)
+    replay = _replay(settings, cfg, registry, run, base, serving) if "sft" in stages else []
     # Step 4: the stages, each continuing the policy of the one before (the first continues the serving adapter).
     for stage in stages:
         out = registry.run_dir(run) / stage
-        rows = {"sft": train["sft"] + curated, "reward": train["pairs"], "dpo": train["pairs"], "kto": train["kto"],
-                "rl": prompts_from(train["pairs"], train["sft"], train["kto"])}[stage]
+        rows = {"sft": train["sft"] + curated + replay, "reward": train["pairs"], "dpo": train["pairs"],
+                "kto": train["kto"], "rl": prompts_from(train["pairs"], train["sft"], train["kto"])}[stage]
         init = None if stage == "reward" else policy
         recipe = getattr(recipes, stage)
         if cfg.launcher == "accelerate":
@@ -342,6 +350,22 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
                                                 "conversations until the votes decide (kaizen model status)")
     registry.promote(run.version, reason=f"nightly {run.id}: {report.reason}")
     return _finish(registry, run, "promoted", report.reason)
+
+
+def _replay(settings: Settings, cfg: NightlyConfig, registry: Registry, run: Run, base: str,
+            serving: Path | None) -> list[dict[str, Any]]:
+    """The serving policy's good answers to general prompts (kept with the run's data, so a resumed run reuses them)."""
+    from feedback.preferences import write_jsonl
+    from training.data import read_jsonl
+    from training.replay import replay_rows
+
+    path = registry.run_dir(run) / "data" / "replay.jsonl"
+    if path.is_file():
+        return read_jsonl(path)
+    rows = replay_rows(base_model=base, serving=serving, count=cfg.replay, system_prompt=settings.default.system_prompt,
+                       file=cfg.replay_file, max_new_tokens=cfg.replay_max_new_tokens, batch_size=cfg.gate.batch_size)
+    write_jsonl(rows, path)
+    return rows
 
 
 def _launch(stage: str, recipe: Any, cfg: NightlyConfig, *, base: str, rows: list[dict[str, Any]], out: Path,

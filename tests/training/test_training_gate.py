@@ -1,0 +1,63 @@
+"""The gate is right in both directions: a candidate that really forgot a must-still-answer fact is rejected, the
+check does not mistake a long or list-shaped answer for a forgotten fact, and few held-out examples are judged by
+their 95 % interval, not by their share alone."""
+
+from __future__ import annotations
+
+import pytest
+from training_helpers import SYSTEM
+
+from training import gate, sft
+from training.common import load_recipe
+from training.gate import GateConfig, answers_fact, decide, wilson
+
+DOG = {"question": "How many legs does a dog have?", "expect": ["4", "four"]}
+FRANCE = {"question": "What is the capital of France?", "expect": ["Paris"]}
+
+
+@pytest.mark.parametrize(("answer", "row", "expected"), [
+    ("The answer to this classic question is 4.", DOG, True),
+    ("Dogs have FOUR legs.", DOG, True),
+    ("1. Dogs are mammals.\n2. They bark.\n3. They wag.\n4. They have three legs.", DOG, False),  # list numbers
+    ("A dog has fourteen legs, says the year 2024.", DOG, False),  # not whole words
+    ("", FRANCE, False),
+    ("Paris, of course.", FRANCE, True),
+])
+def test_a_fact_counts_as_a_whole_word(answer, row, expected):
+    assert answers_fact(row, answer) is expected
+
+
+def test_few_held_out_examples_are_judged_by_their_interval():
+    lo, hi = wilson(7, 8)
+    assert 0.52 < lo < 0.54 and 0.97 < hi < 0.99  # the textbook Wilson interval for 7/8
+    cfg = GateConfig()  # margin 0: the interval must lie above 0.5
+    # 6 of 8 pairs moved toward the liked answer: a share of 0.75, but 0.5 is inside its interval.
+    promote, reason = decide(cfg, {"pref_shift": 0.75, "pairs": 8})
+    assert not promote and "interval 0.41-0.93 on 8" in reason and "not better beyond chance" in reason
+    # The same share on 40 pairs is a real improvement; so is 8 of 8.
+    assert decide(cfg, {"pref_shift": 0.75, "pairs": 40})[0] is True
+    promote, reason = decide(cfg, {"win_rate": 1.0, "prompts": 8, "pref_acc_candidate": 0.8, "pref_acc_serving": 0.8})
+    assert promote and "95% interval 0.68-1.00 on 8" in reason
+
+
+def test_a_candidate_trained_to_forget_a_fact_is_rejected(default_model_path, tmp_path):
+    """Plant it: a few steps of SFT on the 135M model teach it a wrong answer to a must-still-answer question."""
+    base = str(default_model_path)
+    # Three phrasings of the question with a wrong answer, and a fact it keeps (so only one fact is lost).
+    taught = [("How many legs does a dog have?", "A dog has three legs."),
+              ("How many legs does a dog have", "A dog has three legs."),
+              ("how many legs does a dog have?", "A dog has three legs."),
+              ("What is the capital of France?", "The capital of France is Paris.")]
+    rows = [{"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q},
+                         {"role": "assistant", "content": a}]} for q, a in taught]
+    recipe = load_recipe(sft.SFTRecipe, stage="sft", overrides={
+        "lora_r": 8, "lora_alpha": 16, "learning_rate": 2e-3, "max_steps": 8, "batch_size": 4, "max_length": 64})
+    planted = sft.run(recipe, base_model=base, train=rows, out_dir=tmp_path / "forgot", progress=False).adapter
+
+    cfg = GateConfig(regression_max_new_tokens=24)
+    report = gate.evaluate(cfg, base_model=base, candidate=planted, regression=[DOG, FRANCE], system_prompt=SYSTEM)
+    assert report.promote is False, report.metrics
+    assert report.reason == ("regression: no longer answers 1 must-still-answer question(s): "
+                             "How many legs does a dog have?")
+    m = report.metrics
+    assert (m["regression_total"], m["regression_serving"], m["regression_candidate"]) == (2, 2, 1)

@@ -1,4 +1,5 @@
-"""`kaizen ingest`, `kaizen sources list|remove`, `kaizen eval retrieval`: the documents RAG answers from."""
+"""`kaizen ingest`, `kaizen sources list|remove`, `kaizen eval retrieval|answers`: the documents RAG answers from,
+and how well answers come out."""
 
 from __future__ import annotations
 
@@ -174,3 +175,60 @@ def eval_retrieval(
         typer.echo(f"missed {len(result.misses)} of {result.questions}:")
         for item in result.misses:
             typer.echo(f"  line {item.line}: {item.question}")
+
+
+@eval_app.command("answers")
+def eval_answers(
+    file: Annotated[
+        Path, typer.Argument(help='JSONL: {"question", "expect": [accepted answers], "mode"?, "channel"?}')
+    ],
+    preset: Annotated[
+        list[str] | None, typer.Option("--preset", "-p", help="preset to measure (repeatable; default: the profile's)")
+    ] = None,
+    mode: Annotated[str | None, typer.Option("--mode", "-m", help="mode for questions that name none")] = None,
+    samples: Annotated[int, typer.Option(min=1, max=50, help="runs of each sampling preset")] = 3,
+    concurrency: Annotated[int, typer.Option(min=1, max=256, help="questions in flight (batched)")] = 16,
+    max_new_tokens: Annotated[int, typer.Option(min=1, max=4096, help="answer length cap")] = 96,
+    misses: Annotated[int, typer.Option(min=0, help="missed questions to list per preset")] = 10,
+    config: ConfigOpt = None,
+) -> None:
+    """Answer accuracy per mode and preset (mean ± spread over sample runs), then the misses."""
+    import asyncio
+
+    from bot.runtime import build_engine, open_retriever_if_any
+    from core.answer_eval import AnswerEvalError, evaluate_answers, load_answer_set, report_lines
+    from core.decoding import DecodingError
+    from core.models import ModelNotFoundError
+    from core.rag import RagError
+
+    settings = settings_or_exit(config)
+    presets = preset or [settings.default.preset]
+    unknown = [p for p in presets if p not in settings.presets]
+    if unknown:
+        fail(f"unknown preset {unknown[0]!r}; valid presets: {', '.join(sorted(settings.presets))}")
+    if mode is not None and mode not in ("chat", "rag", "agent", "auto"):
+        fail(f"unknown mode {mode!r}; valid modes: chat, rag, agent, auto")
+    try:
+        items = load_answer_set(file)
+    except AnswerEvalError as e:
+        fail(str(e))
+    # Concurrent questions are batched by the model: let the batch hold them all.
+    settings.model.max_batch_size = max(settings.model.max_batch_size, min(concurrency, 64))
+    try:
+        engine = build_engine(settings, retriever=open_retriever_if_any(settings))  # answers are not recorded
+    except (ModelNotFoundError, RagError) as e:
+        fail(str(e))
+
+    async def run():
+        try:
+            return await evaluate_answers(engine, items, presets=presets, mode=mode, samples=samples,
+                                          concurrency=concurrency, overrides={"max_new_tokens": max_new_tokens})
+        finally:
+            await engine.aclose()
+
+    try:
+        results = asyncio.run(run())
+    except (DecodingError, RagError, ValueError) as e:
+        fail(str(e))
+    for line in report_lines(results, misses=misses):
+        typer.echo(line)

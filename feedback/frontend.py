@@ -64,11 +64,12 @@ class FrontendState:
         first = True
         with self.engine.begin() as conn:
             for key in keys:
-                done = conn.execute(
+                # RETURNING says whether the row went in (psycopg reports no rowcount for ON CONFLICT DO NOTHING).
+                inserted = conn.execute(
                     self._insert(table).values(platform=platform, key=key, created_at=now)
-                    .on_conflict_do_nothing(index_elements=["platform", "key"])
-                ).rowcount
-                first = first and done == 1
+                    .on_conflict_do_nothing(index_elements=["platform", "key"]).returning(table.c.key)
+                ).first()
+                first = first and inserted is not None
         self._claims += 1
         if self._claims % _PURGE_EVERY == 1:
             self.purge()

@@ -140,26 +140,27 @@ class _Outlet:
         self.failed.append(text)
 
 
-def _pg_url():
+@pytest.fixture(scope="module")
+def pg_cluster():
     from kaizen_testing.pg import PgCluster, unavailable_reason
 
     if unavailable_reason():
         pytest.skip(unavailable_reason())
     cluster = PgCluster()
-    return cluster, cluster.create_database()
+    yield cluster
+    cluster.destroy()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
 def replicas(request, isolated_env):
-    """Two dispatchers ("replicas") with their own stores on one database, and a factory for a third
-    ("after a restart")."""
+    """A factory of dispatchers ("replicas", or one after a restart), each with its own store, all on one
+    database (SQLite or a throwaway PostgreSQL), answering with the scripted model."""
     from kaizen_testing.scripted import ScriptedModel
 
-    cluster = None
     if request.param == "sqlite":
         url = f"sqlite:///{isolated_env / 'shared.db'}"
     else:
-        cluster, url = _pg_url()
+        url = request.getfixturevalue("pg_cluster").create_database()
     settings = load_settings(data_dir=isolated_env, presets={"short": {"strategy": "greedy", "max_new_tokens": 8}},
                              default={"preset": "short"})
     stores = []
@@ -173,8 +174,6 @@ def replicas(request, isolated_env):
     yield replica
     for s in stores:
         s.close()
-    if cluster is not None:
-        cluster.destroy()
 
 
 async def test_replicas_share_deduplication_parts_and_held_votes(replicas):
@@ -182,7 +181,7 @@ async def test_replicas_share_deduplication_parts_and_held_votes(replicas):
     first = msg(event_id="Ev1", message_ref="C1:100.1")
     out_a, out_b = _Outlet(), _Outlet()
     reply = await a.handle(first, out_a)
-    assert reply is not None and reply.called_model and len(out_a.posted[0]) == 3
+    assert reply is not None and reply.called_model and len(out_a.posted[0]) >= 3
     # Slack's retry reaches the other replica; an edit re-delivers the same message under a new event id.
     assert await b.handle(first, out_b) is None
     assert await b.handle(msg(event_id="Ev2-edited", message_ref="C1:100.1"), out_b) is None

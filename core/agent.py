@@ -197,12 +197,13 @@ class ReActAgent:
         result = AgentResult(answer="", trace=[], prompt=[])
         pad = ""  # the scratchpad: the assistant's partial answer the model continues
         last_call = None
+        observed = ""  # the last computed result (calculator, clock): the final answer must carry it
         for _ in range(self.cfg.max_steps):
             step = await (self._step_constrained(messages, pad) if self.constrained
                           else self._step_tolerant(messages, pad))
             pad = step.pop("pad")
             if "final" in step:
-                result.answer = step["final"].strip()
+                result.answer = (await self._carry(messages, pad, step["final"], observed)).strip()
                 result.trace.append(TraceStep("final", {"thought": step.get("thought", "")}))
                 break
             result.calls += 1
@@ -222,13 +223,15 @@ class ReActAgent:
                 **({"error": step["error"]} if "error" in step else {}),
             }))
             pad += f" {self._shown(step, observation)}\n"
+            observed = self._answer_value(step, observation) or observed
             if self._too_long(messages, pad, decoding):
                 result.trace.append(TraceStep("trim", {"what": "agent", "reason": "scratchpad reached the context"}))
                 break
         if not result.answer:
             # Out of steps (or room): ask for the answer with what was observed so far.
             final_pad = pad + f"Thought: I know the answer\n{FINAL}:"
-            result.answer = (await self._free(messages, final_pad, decoding)).strip() or APOLOGY
+            answer = await self._free(messages, final_pad, decoding)
+            result.answer = (await self._carry(messages, final_pad, answer, observed)).strip() or APOLOGY
             pad = final_pad
             result.trace.append(TraceStep("final", {"forced": True}))
         result.prompt = [Message(m["role"], m["content"]) for m in messages]
@@ -311,6 +314,27 @@ class ReActAgent:
                                     f"\n\nWhat you found:\n{pad}\nNow write only the final answer."}]
         [g] = await self.model.generate(scratch, DecodingConfig(strategy="greedy", max_new_tokens=limit))
         return _FINAL.search(g.text).group(1) if _FINAL.search(g.text) else g.text
+
+    # Before issue 17 the final answer was free text only; bench/quality.py sets this to measure that.
+    free_final_answer = False
+
+    def _answer_value(self, step: dict[str, Any], observation: str) -> str:
+        """A computed tool's result (calculator, clock), short enough to be the answer itself; else ""."""
+        tool = self.tools.get(step.get("tool") or "")
+        if "error" in step or tool is None or tool.reads != "computed" or len(observation) > 80:
+            return ""
+        return observation.strip()
+
+    async def _carry(self, messages, pad: str, answer: str, observed: str) -> str:
+        """The final answer, made to state the computed result it was given. A 135M model often answers from
+        memory after a correct observation; then its answer is generated again, starting with the result."""
+        if self.free_final_answer or not observed or observed.lower() in answer.lower():
+            return answer
+        if not hasattr(self.model, "complete"):
+            return observed  # a chat-only backend cannot be made to continue it: the result is the answer
+        tail = await self.model.complete(messages, f"{pad} {observed}", max_new_tokens=32,
+                                         stop=("\n", "\nThought:", "\nAction:", "\nObservation:"))
+        return f"{observed}{tail}".strip()
 
     def _valid(self, step: dict[str, Any]) -> bool:
         """A valid call names an enabled tool with arguments that parse against its schema."""

@@ -39,10 +39,11 @@ class Replica:
     """One `kaizen serve --no-console` process; `.port` is its Slack HTTP port (what SlackSim posts to)."""
 
     def __init__(self, fake: FakeSlack, data_dir: Path, db_url: str, *, token_s: float = 0.003) -> None:
-        self.port = _free_port()
+        self.port, self.health_port = _free_port(), _free_port()
         env = {k: v for k, v in os.environ.items() if not k.startswith(("KAIZEN_", "SLACK_", "DISCORD_"))}
         env.update(KAIZEN_DATA_DIR=str(data_dir), KAIZEN_DATABASE_URL=db_url, SLACK_BOT_TOKEN=fake.bot_token,
                    SLACK_SIGNING_SECRET=SECRET, KAIZEN_SLACK_API_URL=fake.api_url, KAIZEN_SLACK_PORT=str(self.port),
+                   KAIZEN_HTTP_PORT=str(self.health_port),
                    KAIZEN_ADAPTER_POLL_S="0", KAIZEN_TESTING_MODEL=json.dumps({"answer": LONG, "token_s": token_s}))
         self.log = data_dir / f"replica-{self.port}.log"
         self.proc = subprocess.Popen([sys.executable, "-m", "kaizen_testing.serve", "serve", "--no-console"],
@@ -153,8 +154,11 @@ async def test_sigterm_mid_answer_finishes_and_records_it(cluster):
     # Unready at once (the load balancer drains), and new events are refused so Slack retries them elsewhere.
     async def refused() -> bool:
         try:
-            async with slack.session.get(f"http://127.0.0.1:{slack.front.port}/healthz") as r:
-                return r.status == 503
+            for port in (slack.front.port, slack.front.health_port):
+                async with slack.session.get(f"http://127.0.0.1:{port}/healthz") as r:
+                    if r.status != 503:
+                        return False
+            return True
         except aiohttp.ClientError:
             return False
 

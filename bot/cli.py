@@ -24,7 +24,9 @@ app = typer.Typer(
 )
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="kaizen.toml to read (default: ./kaizen.toml)")]
-ChannelOpt = Annotated[str, typer.Option("--channel", "-c", help="channel the question is asked in (profile, access)")]
+ChannelOpt = Annotated[str, typer.Option(
+    "--channel", "-c", help="ask as this channel (profile, access): a profile name, or an identity such as "
+    "slack:<team id>:<channel id> to read what that channel may")]
 PresetOpt = Annotated[str | None, typer.Option("--preset", "-p", help="decoding preset (precise, balanced, …)")]
 ModeOpt = Annotated[str | None, typer.Option("--mode", "-m", help="chat, rag, agent or auto")]
 
@@ -42,8 +44,11 @@ def _engine(settings, *, record: bool = True):
 
 
 def _check_channel(settings, channel: str) -> None:
-    # A channel named on the command line must have a profile when profiles are configured at all.
-    if channel and settings.channels:
+    # A channel named on the command line must have a profile when profiles are configured at all (an identity,
+    # slack:T0123:C0456, is a channel's own: its profile is looked up by id, else the default applies).
+    from core.types import is_qualified
+
+    if channel and settings.channels and not is_qualified(channel):
         from core.config import ConfigError
 
         try:

@@ -24,7 +24,7 @@ from core.config import ChannelProfile, Settings
 from core.decoding import DecodingConfig, resolve_decoding
 from core.models import ChatModel, Generation
 from core.prompts import ConversationMemory, build_prompt, split_reasoning
-from core.types import Message, Reply, Source, TraceStep, Turn
+from core.types import OPERATOR_PLATFORM, Message, Reply, Source, TraceStep, Turn, is_qualified
 
 __all__ = ["EMPTY_MESSAGE_REPLY", "Engine", "Retriever", "choose_mode"]
 
@@ -97,7 +97,7 @@ class Engine:
         if not turn.text.strip():
             return Reply(answer=EMPTY_MESSAGE_REPLY, turn=turn, mode="none", called_model=False,
                          model=self.model.name, trace=[TraceStep("empty_message", {})])
-        profile = self.settings.profile_for(turn.channel, turn.channel_name, turn.workspace)
+        profile = self._profile(turn)
         preset = turn.preset or profile.preset
         decoding = resolve_decoding(self.settings.presets, preset, turn.decoding)
         mode, sources, trace = await self._retrieve(turn, profile)
@@ -133,7 +133,7 @@ class Engine:
         if not turn.text.strip():
             raise ValueError("an empty message has no alternative answers")
         t0 = time.perf_counter()
-        profile = self.settings.profile_for(turn.channel, turn.channel_name, turn.workspace)
+        profile = self._profile(turn)
         preset = turn.preset or profile.preset
         base = resolve_decoding(self.settings.presets, preset, turn.decoding)
         decoding = _sampling_variant(base, n=n)
@@ -160,7 +160,7 @@ class Engine:
         t0 = time.perf_counter()
         if not previous.prompt:
             raise ValueError("that reply did not come from the model; there is nothing to answer again")
-        profile = self.settings.profile_for(previous.turn.channel, previous.turn.channel_name, previous.turn.workspace)
+        profile = self._profile(previous.turn)
         base = DecodingConfig(**previous.decoding) if previous.decoding else self.settings.presets["balanced"]
         decoding = _sampling_variant(base, n=1)
         messages = [m.as_dict() for m in previous.prompt]
@@ -178,6 +178,14 @@ class Engine:
         await self.model.aclose()
 
     # -- steps -------------------------------------------------------------------------------------------
+
+    def _profile(self, turn: Turn) -> ChannelProfile:
+        """The channel profile: by channel id, name, then workspace. An operator asking as an identity
+        (`--channel slack:T0123:C0456`) gets that channel's profile."""
+        if turn.platform == OPERATOR_PLATFORM and is_qualified(turn.channel):
+            _, workspace, channel = turn.audience.split(":")
+            return self.settings.profile_for(channel, workspace)
+        return self.settings.profile_for(turn.channel, turn.channel_name, turn.workspace)
 
     async def _retrieve(self, turn: Turn, profile: ChannelProfile) -> tuple[str, list[Source], list[TraceStep]]:
         mode = turn.mode or profile.mode

@@ -141,3 +141,15 @@ def test_qualify_replaces_bare_names_without_widening(tmp_path, embedder, monkey
     [hit] = retriever.search(QUESTION, channel="slack:T0ACME:C0FIN", k=1)
     assert hit.channels == ("slack:T0ACME:C0FIN",)  # the chunks carry the new access too
     assert retriever.search(QUESTION, channel="finance") == []  # the bare name no longer reads it
+
+
+def test_the_operator_console_asks_as_an_identity_with_that_channels_profile():
+    from core.engine import Engine
+
+    settings = Settings(_env_file=None, channels={"C0FIN": {"preset": "precise"}, "finance": {"preset": "creative"}})
+    engine = Engine(settings, model=None)
+    operator = Turn(text="q", platform="console", channel="slack:T0ACME:C0FIN")
+    assert operator.audience == "slack:T0ACME:C0FIN" and engine._profile(operator).preset == "precise"
+    # On Slack the profile still follows the channel's id first.
+    slack = Turn(text="q", platform="slack", workspace="T0ACME", channel="C0FIN", channel_name="finance")
+    assert engine._profile(slack).preset == "precise"

@@ -133,7 +133,9 @@ def decode(data: bytes, *, html: bool = False) -> str:
         except UnicodeDecodeError:
             pass  # the declaration is wrong: fall back to UTF-8 and detection
     try:
-        return _checked(data.decode("utf-8"))
+        text = data.decode("utf-8")
+        if _is_text(text):  # UTF-16 without a BOM is valid UTF-8 too, full of NULs
+            return text
     except UnicodeDecodeError:
         pass
     return _checked(data.decode(_detect(data)))
@@ -167,9 +169,14 @@ def _detect(sample: bytes) -> str:
     return best.encoding
 
 
-def _checked(text: str) -> str:
+def _is_text(text: str) -> bool:
+    """False when (the start of) `text` is mostly control characters: binary data, or a wrong encoding."""
     controls = sum(1 for c in text[:_SAMPLE_BYTES] if c < " " and c not in "\n\r\t\f\v")
-    if controls > _MAX_CONTROL_SHARE * min(len(text), _SAMPLE_BYTES):
+    return controls <= _MAX_CONTROL_SHARE * min(len(text), _SAMPLE_BYTES)
+
+
+def _checked(text: str) -> str:
+    if not _is_text(text):
         raise UnreadableFile("cannot decode: it holds binary data (control bytes), not text")
     return text
 
@@ -185,7 +192,8 @@ def stream_text(path: Path, *, block_chars: int = 1 << 20) -> Iterator[str]:
         head = f.read(_SAMPLE_BYTES)
     encoding, start = _bom(head)
     if encoding is None:
-        encoding = "utf-8" if _decodes(path, "utf-8", 0) else _detect(head)
+        utf8 = _is_text(head.decode("utf-8", "ignore")) and _decodes(path, "utf-8", 0)
+        encoding = "utf-8" if utf8 else _detect(head)
     if not _decodes(path, encoding, start):
         raise UnreadableFile(f"cannot decode: not valid {encoding} text throughout")
     _checked(head[start:].decode(encoding, "ignore"))

@@ -29,6 +29,8 @@ DECODE_CASES = [
      "Caf\xe9 \u2192 ok"),
     ("utf-16-be with BOM", b"\xfe\xff" + "Caf\xe9".encode("utf-16-be"), False, "Caf\xe9"),
     ("utf-32-le with BOM", b"\xff\xfe\x00\x00" + "\u65e5\u672c".encode("utf-32-le"), False, "\u65e5\u672c"),
+    ("utf-16-le without BOM, detected", "Visitors park in lot P7 next to the gate.".encode("utf-16-le"), False,
+     "lot P7"),
     ("utf-8 with BOM", b"\xef\xbb\xbfna\xc3\xafve", False, "na\xefve"),
     ("html declaring windows-1252", b'<meta charset="windows-1252"><p>\x93quoted\x94 caf\xe9</p>', True,
      "\u201cquoted\u201d caf\xe9"),

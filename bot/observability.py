@@ -108,6 +108,7 @@ class Metrics:
         self.canary_p_better = Gauge("kaizen_canary_p_better", "P(canary's like rate > serving's), Beta posteriors",
                                      ["adapter"], registry=r)
         self._live_labels: set[tuple[str, str]] = set()
+        self.router: Any = None  # the engine's CanaryRouter, so a canary's answers are told apart
 
     def observe_reply(self, reply: Reply) -> None:
         platform = reply.turn.platform
@@ -119,7 +120,8 @@ class Metrics:
             self.ttft.labels(platform).observe(reply.first_token_ms / 1000)
         self.tokens.labels("prompt").inc(reply.prompt_tokens)
         self.tokens.labels("completion").inc(reply.completion_tokens)
-        self.set_adapter(reply.adapter)
+        if reply.adapter != (self.router.canary if self.router is not None else ""):
+            self.set_adapter(reply.adapter)  # a canary's answers do not make it the current adapter
 
     def vote(self, value: int) -> None:
         self.votes.labels("up" if value > 0 else "down").inc()

@@ -57,6 +57,7 @@ async def serve(settings: Settings, *, console: bool, started: asyncio.Event | N
     engine.on_reply = on_reply
     dispatcher = Dispatcher(engine, store, rate_limit_per_minute=settings.rate_limit_per_minute, metrics=metrics)
     metrics.set_adapter(engine.model.adapter)
+    metrics.router = engine.canary
     platforms = configured_platforms(settings)
     if health is not None:
         health.detail = {"status": "ok", "model": engine.model.name, "adapter": engine.model.adapter or "base",

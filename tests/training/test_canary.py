@@ -247,6 +247,13 @@ async def test_model_status_and_metrics_show_the_live_numbers(isolated_env, monk
 
         metrics = Metrics()
         assert _live_once(settings, store, metrics) is None
+        # The canary's answers are counted, but the served adapter stays the "current" one.
+        from core.canary import CanaryRouter
+
+        metrics.router = CanaryRouter()
+        metrics.router.set(candidate, 0.3)
+        metrics.set_adapter(serving)
+        metrics.observe_reply(Reply(answer="a", turn=Turn(text="q"), adapter=candidate))
         health = HealthServer("127.0.0.1", 0, metrics)
         await health.start()
         try:
@@ -259,6 +266,8 @@ async def test_model_status_and_metrics_show_the_live_numbers(isolated_env, monk
         assert f'kaizen_canary_share{{adapter="{candidate}"}} 0.3' in body
         assert f'kaizen_adapter_like_rate_lower{{adapter="{serving}",role="serving"}}' in body
         assert "kaizen_canary_p_better" in body
+        assert f'kaizen_adapter_info{{adapter="{serving}"}} 1.0' in body
+        assert f'kaizen_adapter_info{{adapter="{candidate}"}}' not in body
 
         # A decisive population: `kaizen model check` rolls it back and says why; status shows no canary.
         _simulate(store, serving=serving, canary=candidate, rates={serving: 0.95, candidate: 0.05}, share=0.3,

@@ -21,6 +21,8 @@ from pathlib import Path
 
 from llama_index.core.schema import Document
 
+from core.text import clean_text
+
 __all__ = ["STREAMABLE_SUFFIXES", "SUPPORTED_SUFFIXES", "UnreadableFile", "decode", "discover", "read_file",
            "stream_text", "title_from_name"]
 
@@ -107,7 +109,8 @@ def read_file(path: Path) -> list[Document]:
 
 
 def _doc(text: str, title: str, kind: str, page: int = 0) -> Document:
-    return Document(text=text, metadata={"title": title, "page": page, "kind": kind})
+    # NUL and other control characters never reach the store (PostgreSQL rejects NUL in a recorded reply's sources).
+    return Document(text=clean_text(text), metadata={"title": clean_text(title), "page": page, "kind": kind})
 
 
 def _decode(path: Path) -> str:
@@ -226,9 +229,9 @@ def _blocks(path: Path, encoding: str, start: int, block_chars: int) -> Iterator
             cut = _cut(text, block_chars)
             carry = text[cut:]
             if text[:cut].strip():
-                yield text[:cut]
+                yield clean_text(text[:cut])
         if carry.strip():
-            yield carry
+            yield clean_text(carry)
 
 
 def _cut(text: str, block_chars: int) -> int:

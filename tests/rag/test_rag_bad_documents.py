@@ -75,7 +75,7 @@ def test_large_text_file_is_streamed_and_other_files_and_encodings_ingest(settin
     docs = tmp_path / "docs"
     docs.mkdir()
     (docs / "big.txt").write_text(_rules(180), encoding="utf-8")  # ~10 KB: three blocks
-    (docs / "notepad.txt").write_bytes(b"\xff\xfe" + "Badge office: room 4.12, caf\xe9 level.".encode("utf-16-le"))
+    (docs / "notepad.txt").write_bytes(b"\xff\xfe" + "Badge office: room 4.12,\x00 caf\xe9 level.".encode("utf-16-le"))
     (docs / "legacy.html").write_bytes(b'<html><head><meta charset="windows-1252"><title>Caf\xe9</title></head>'
                                        b"<body><p>\x93Lunch\x94 is served at noon.</p></body></html>")
     (docs / "blob.txt").write_bytes(bytes((i * 7919 + 13) % 256 for i in range(3000)))
@@ -100,6 +100,7 @@ def test_large_text_file_is_streamed_and_other_files_and_encodings_ingest(settin
     big = texts["big.txt"]
     assert len(big) == report.chunks - 2 and len(big) >= 5
     assert set(re.findall(r"Rule (\d+) says", " ".join(big))) == {str(i) for i in range(180)}  # nothing lost
+    assert all("\x00" not in t for chunks in texts.values() for t in chunks)  # PostgreSQL-safe sources
     assert "caf\xe9" in texts["notepad.txt"][0] and "\u201cLunch\u201d" in texts["legacy.html"][0]
 
     # Changed and re-ingested: the streamed file's chunks are replaced, not added to.

@@ -358,8 +358,8 @@ class ReActAgent:
         try:
             output = await tool.run(step.get("arguments") or {})
         except ToolError as e:
-            step["error"] = str(e)
-            return f"Error: {e}"
+            step["error"] = _no_server_paths(str(e))
+            return f"Error: {step['error']}"
         except Exception as e:  # noqa: BLE001 - a broken tool must not break the loop
             logger.warning("tool %s raised", tool.name, exc_info=True)
             step["error"] = f"{tool.name} failed: {type(e).__name__}: {_no_server_paths(str(e))}"

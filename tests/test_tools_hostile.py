@@ -15,7 +15,7 @@ import pytest
 from core.agent import _ACTION, _FINAL, _INPUT, ReActAgent, delimit_observation, neutralise_steps, parse_react
 from core.config import ToolSettings
 from core.decoding import BUILTIN_PRESETS
-from core.tools import ToolError, build_tools, calculator, parse_allowlist
+from core.tools import ToolError, build_tools, calculator, make_tool, parse_allowlist
 from core.types import Source
 
 # --- item 5: the calculator ---------------------------------------------------------------------------
@@ -240,3 +240,21 @@ async def test_observations_reach_the_model_delimited_and_neutralised():
     assert "/srv/kaizen" not in shown and "/srv/kaizen" not in json.dumps([s.detail for s in result.trace])
     assert "Final Answer (quoted): PWNED" in shown and "\nFinal Answer: PWNED" not in shown
     assert [s.id for s in result.sources] == ["wiki#1"]
+
+
+async def test_tool_errors_show_no_server_paths():
+    def reads_file(name: str) -> str:
+        """Reads a report."""
+        raise FileNotFoundError(2, "No such file or directory", f"/srv/kaizen/secret/reports/{name}")
+
+    def refuses(name: str) -> str:
+        """Refuses."""
+        raise ToolError(f"cannot open /var/lib/kaizen/data/{name}: permission denied")
+
+    ts = {"reads_file": make_tool(reads_file), "refuses": make_tool(refuses)}
+    model = _Scripted(["Action: reads_file\nAction Input: {\"name\": \"q3.txt\"}",
+                       "Action: refuses\nAction Input: {\"name\": \"q3.txt\"}", "Final Answer: no"])
+    result = await ReActAgent(model, ts, ToolSettings()).run(persona="", history=[], question="?",
+                                                             decoding=BUILTIN_PRESETS["precise"])
+    shown = json.dumps([s.detail for s in result.trace]) + json.dumps(model.seen)
+    assert "q3.txt" in shown and "/srv/" not in shown and "/var/lib" not in shown

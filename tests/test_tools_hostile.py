@@ -258,3 +258,19 @@ async def test_tool_errors_show_no_server_paths():
                                                              decoding=BUILTIN_PRESETS["precise"])
     shown = json.dumps([s.detail for s in result.trace]) + json.dumps(model.seen)
     assert "q3.txt" in shown and "/srv/" not in shown and "/var/lib" not in shown
+
+
+async def test_a_planted_http_body_reaches_the_model_as_neutralised_data(two_servers):
+    allowed, _ = two_servers
+    ts = build_tools(ToolSettings(http_allowlist=[f"127.0.0.1:{allowed}"]), ["http_get", "calculator"],
+                     channel="slack:T1:C1")
+    model = _Scripted([f"Action: http_get\nAction Input: {{\"url\": \"http://127.0.0.1:{allowed}/wiki\"}}",
+                       "Final Answer: The wiki says welcome."])
+    result = await ReActAgent(model, ts, ToolSettings()).run(persona="", history=[], question="What does it say?",
+                                                             decoding=BUILTIN_PRESETS["precise"])
+    shown = model.seen[1][-1]["content"]
+    observed = shown.split("Observation:", 1)[1]
+    assert observed.lstrip().startswith("<observation>\nHTTP 200") and observed.count("</observation>") == 1
+    assert not (_FINAL.search(observed) or _ACTION.search(observed) or _INPUT.search(observed))
+    assert result.answer == "The wiki says welcome." and result.calls == 1
+    assert [s.source for s in result.sources] == ["tool:http_get"]

@@ -62,6 +62,13 @@ CASES = [
      ["'--format'", "'sft', 'pairs', 'kto'"]),
     ("unknown-option", {}, ["ask", "hi", "--bogus"], {}, ["No such option: --bogus", "kaizen ask --help"]),
     ("unknown-command", {}, ["nosuchcmd"], {}, ["No such command 'nosuchcmd'", "kaizen --help"]),
+    ("recipe-missing", {}, ["train", "sft", "--no-store", "--recipe", "gone.toml"],
+     {"KAIZEN_MODEL__NAME": "/nonexistent-base"}, ["recipe file not found: gone.toml"]),
+    ("recipe-not-toml", {"r.toml": 'learning_rate = "x\n'}, ["train", "sft", "--no-store", "--recipe", "r.toml"],
+     {"KAIZEN_MODEL__NAME": "/nonexistent-base"}, ["r.toml: not valid TOML", "line 1"]),
+    ("eval-file-missing", {}, ["eval", "retrieval", "gone.jsonl"], {}, ["evaluation file not found: gone.jsonl"]),
+    ("ingest-bad-source-name", {"a.txt": "x"}, ["ingest", "a.txt", "--source", "bad name!", "--public"], {},
+     ["invalid source name 'bad name!'", "use letters, digits"]),
 ]
 
 

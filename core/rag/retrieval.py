@@ -84,8 +84,8 @@ class Retriever:
     async def retrieve(self, query: str, *, channel: Channels, k: int | None = None) -> list[Source]:
         """The top `k` (default rag.top_k) relevant chunks `channel` may read; [] when nothing is relevant.
 
-        `channel` may also be several names of the one channel asking, e.g. `(turn.channel,
-        turn.channel_name)`: a source ingested with `--channels eng` is readable where any of them is "eng".
+        `channel` is the asking channel's identity, `turn.audience` (e.g. "slack:T0123:C0456"; see
+        core/rag/sources.py): names never grant access.
         """
         return await asyncio.to_thread(self.search, query, channel=channel, k=k)
 

@@ -8,7 +8,7 @@ import asyncio
 import contextlib
 
 from core.engine import EMPTY_MESSAGE_REPLY
-from kaizen_testing.discord import CHANNEL_ID
+from kaizen_testing.discord import CHANNEL_ID, USER_ID, user_payload
 from kaizen_testing.scripted import ScriptedModel
 
 # About 4,500 characters: three Discord messages.
@@ -41,8 +41,6 @@ async def test_votes_on_any_part_after_a_restart_and_while_streaming(fake, start
 
     # Restart (a new process: new dispatcher and store on the same database), then 👎 from Bob on part 3.
     await _stop(bot)
-    from fake_discord import USER_ID, user_payload
-
     bob = user_payload(USER_ID + 1, "bob")
     bot = await start_bot(model=slow, discord_threads=False)
     await fake.react(parts[2], "👎", user=bob)

@@ -35,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 BUILTIN_TOOLS = ("calculator", "current_time", "search_docs", "http_get")
 # Marks an external tool result when the asking channel is unknown: restricted, readable by no audience.
-UNKNOWN_AUDIENCE = "unknown"
+UNKNOWN_AUDIENCE = "(unknown channel)"
 
 
 class ToolError(Exception):

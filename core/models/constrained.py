@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import asyncio
 
+from core.decoding import DecodingConfig
+
 __all__ = ["ConstrainedDecoding"]
 
 
 class ConstrainedDecoding:
-    """Needs from its host: model, tokenizer, _lock, _eos_ids, _adapter, _encode_chat, _adapter_context."""
+    """Needs from its host: model, tokenizer, _lock, _eos_ids, _adapter, _encode_chat, _adapter_context, _submit,
+    batching ("continuous": `complete` runs as a masked greedy row of the running batch)."""
 
 
     async def complete(self, messages: list[dict[str, str]], prefix: str, *, max_new_tokens: int = 48,
@@ -19,6 +22,14 @@ class ConstrainedDecoding:
         `allowed` limits tokens to those made only of these characters; `banned` forbids tokens containing any
         of them (tokens that begin with a stop string are always allowed, so the model can finish)."""
         adapter = self._adapter if adapter is None else adapter
+        if getattr(self, "batching", "static") == "continuous":  # a masked greedy row in the running batch
+            mask = await asyncio.to_thread(self._token_mask, stop, banned, allowed)
+            gens = await self._submit(self._prefixed_ids(messages, prefix), DecodingConfig(
+                max_new_tokens=max_new_tokens), adapter, mask=mask, stop=stop)
+            out = gens[0].text
+            for s in stop:
+                out = out.split(s)[0]
+            return out
         return await asyncio.to_thread(self._complete, messages, prefix, max_new_tokens, stop, banned, allowed,
                                        adapter)
 

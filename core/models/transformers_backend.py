@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import queue
 import threading
@@ -20,6 +21,7 @@ from core.config import ModelSettings
 from .base import Generation
 from .constrained import ConstrainedDecoding
 from .requests import Request
+from .scheduler import ContinuousScheduler
 from .static_batch import run_static
 from .weights import pick_device, pick_dtype, resolve_source
 
@@ -31,12 +33,14 @@ logger = logging.getLogger(__name__)
 class TransformersChatModel(ConstrainedDecoding):
     """A Hugging Face causal LM run in-process by one worker thread.
 
+    `batching="continuous"` (default): requests join the running batch at the next decode step and leave it as
+    soon as they finish, each with its own decoding settings and adapter (scheduler.py).
     `batching="static"`: concurrent requests with compatible decoding (same strategy and knobs, same adapter)
-    are gathered into one left-padded `generate` call.
+    are gathered into one left-padded `generate` call (static_batch.py; kept for comparison).
     """
 
     def __init__(self, model, tokenizer, *, name: str, context_window: int, max_batch_size: int = 8,
-                 batch_wait_ms: int = 15, adapter: str = "", batching: Literal["static", "continuous"] = "static",
+                 batch_wait_ms: int = 15, adapter: str = "", batching: Literal["static", "continuous"] = "continuous",
                  ) -> None:
         self.model = model
         self.tokenizer = tokenizer
@@ -50,7 +54,10 @@ class TransformersChatModel(ConstrainedDecoding):
         self._lock = threading.Lock()  # guards the model between generation and adapter changes
         self._eos_ids = self._collect_eos_ids()
         self._pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else self._eos_ids[0]
-        self._worker = threading.Thread(target=run_static, args=(self,), name="kaizen-generate", daemon=True)
+        if batching not in ("static", "continuous"):
+            raise ValueError(f"unknown batching {batching!r}; valid: continuous, static")
+        target = functools.partial(run_static, self) if batching == "static" else ContinuousScheduler(self).run
+        self._worker = threading.Thread(target=target, name="kaizen-generate", daemon=True)
         self._worker.start()
 
     # -- construction ------------------------------------------------------------------------------------
@@ -82,7 +89,7 @@ class TransformersChatModel(ConstrainedDecoding):
         model.to(device).eval()
         ctx = m.context_window or getattr(model.config, "max_position_embeddings", None) or 2048
         self = cls(model, tokenizer, name=display, context_window=int(ctx), max_batch_size=m.max_batch_size,
-                   batch_wait_ms=m.batch_wait_ms, batching=getattr(m, "batching", "static"))
+                   batch_wait_ms=m.batch_wait_ms, batching=getattr(m, "batching", "continuous"))
         for adapter_name, path in m.adapters.items():
             self._load_adapter(adapter_name, path)
         self._adapter = m.adapter
@@ -168,8 +175,12 @@ class TransformersChatModel(ConstrainedDecoding):
         adapter = self._adapter if adapter is None else adapter
         if adapter and adapter not in self.adapters:
             raise ValueError(f"unknown adapter {adapter!r}; loaded: {', '.join(self.adapters) or 'none'}")
+        return await self._submit(self._encode_chat(messages), decoding, adapter, on_text)
+
+    async def _submit(self, prompt_ids: list[int], decoding, adapter: str, on_text=None, *, mask=None,
+                      stop: tuple[str, ...] = ()) -> list[Generation]:
         loop = asyncio.get_running_loop()
-        req = Request(self._encode_chat(messages), decoding, adapter, loop, loop.create_future(), on_text)
+        req = Request(prompt_ids, decoding, adapter, loop, loop.create_future(), on_text, mask=mask, stop=stop)
         self._queue.put(req)
         return await req.future
 

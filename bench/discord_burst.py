@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bot.discord_adapter import run_discord
+from bot.discord.app import run_discord
 from bot.dispatcher import Dispatcher
 from core.config import load_settings
 from core.engine import Engine

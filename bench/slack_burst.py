@@ -31,7 +31,7 @@ from typing import Any
 import aiohttp
 
 from bot.dispatcher import Dispatcher
-from bot.slack_adapter import SlackFrontEnd
+from bot.slack.app import SlackFrontEnd
 from core.config import load_settings
 from core.engine import Engine
 from feedback import FeedbackStore

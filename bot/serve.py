@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import importlib
 import logging
 import signal
 from typing import Any
@@ -18,20 +19,23 @@ from bot.observability import HealthServer, Metrics
 from core.config import Settings
 from core.types import Reply
 
-__all__ = ["SHUTDOWN_GRACE_S", "configured_platforms", "serve"]
+__all__ = ["FRONT_ENDS", "SHUTDOWN_GRACE_S", "configured_platforms", "serve"]
 
 logger = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_S = 30.0  # within Kubernetes' default terminationGracePeriodSeconds
 
+# The front ends: platform -> (the setting that switches it on, "module:run function"). Each is a package under
+# bot/ (translate, stream, app) built on the dispatcher's one flow; a new platform is one package and one line here.
+FRONT_ENDS: dict[str, tuple[str, str]] = {
+    "slack": ("slack_bot_token", "bot.slack.app:run_slack"),
+    "discord": ("discord_token", "bot.discord.app:run_discord"),
+}
+
 
 def configured_platforms(settings: Settings) -> list[str]:
-    platforms = []
-    if settings.slack_bot_token.get_secret_value():
-        platforms.append("slack")
-    if settings.discord_token.get_secret_value():
-        platforms.append("discord")
-    return platforms
+    """The platforms whose token is set, in FRONT_ENDS order."""
+    return [name for name, (token, _) in FRONT_ENDS.items() if getattr(settings, token).get_secret_value()]
 
 
 async def serve(settings: Settings, *, console: bool, started: asyncio.Event | None = None,
@@ -72,14 +76,10 @@ async def serve(settings: Settings, *, console: bool, started: asyncio.Event | N
     with contextlib.suppress(NotImplementedError, RuntimeError):  # not on the main thread: no signal handling
         loop.add_signal_handler(signal.SIGTERM, terminate.set)
     try:
-        if "slack" in platforms:
-            from bot.slack_adapter import run_slack
-
-            tasks.append(asyncio.create_task(run_slack(settings, dispatcher), name="slack"))
-        if "discord" in platforms:
-            from bot.discord_adapter import run_discord
-
-            tasks.append(asyncio.create_task(run_discord(settings, dispatcher), name="discord"))
+        for name in platforms:
+            module, _, function = FRONT_ENDS[name][1].partition(":")
+            run = getattr(importlib.import_module(module), function)
+            tasks.append(asyncio.create_task(run(settings, dispatcher), name=name))
         if settings.adapter_poll_s and not settings.model.adapter:  # a pinned adapter stays pinned
             from core.adapters import watch_adapter
 

@@ -16,7 +16,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.events import IncomingMessage
-from bot.slack_format import PLACEHOLDER, SlackMessage, answer_messages, streaming_message
+from bot.slack.format import PLACEHOLDER, SlackMessage, answer_messages, streaming_message
 from core.types import Reply
 
 __all__ = ["CALL_ERRORS", "ChannelOutlet", "EphemeralOutlet", "SlackPoster", "UpdateBudget", "why"]

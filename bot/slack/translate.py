@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.events import ButtonPress, IncomingMessage, Reaction, vote_value
-from bot.slack_format import from_slack
+from bot.slack.format import from_slack
 from core.text import clean_text
 
 __all__ = ["ANSWERED_SUBTYPES", "PLATFORM", "button_press", "command_message", "message_event", "reaction_event"]

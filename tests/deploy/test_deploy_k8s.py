@@ -20,7 +20,7 @@ from deploy_files import (
     read_dotenv,
 )
 
-from bot.slack_adapter import EVENTS_PATH
+from bot.slack.app import EVENTS_PATH
 from core.adapters import adapters_dir
 
 KUBERNETES_VERSION = "1.33.0"

@@ -18,8 +18,8 @@ ROOT = Path(__file__).resolve().parents[2]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from bot.discord_adapter import run_discord  # noqa: E402
-from bot.discord_stream import CURSOR  # noqa: E402
+from bot.discord.app import run_discord  # noqa: E402
+from bot.discord.stream import CURSOR  # noqa: E402
 from bot.dispatcher import Dispatcher  # noqa: E402
 from core.config import Settings, load_settings  # noqa: E402
 from core.engine import Engine  # noqa: E402

@@ -8,9 +8,9 @@ import asyncio
 import discord
 import pytest
 
-from bot.discord_adapter import discord_endpoints, discord_intents, sources_embed
-from bot.discord_format import split_message, strip_mentions, thread_title
-from bot.discord_stream import CURSOR, AnswerPoster, channel_sender
+from bot.discord.app import discord_endpoints, discord_intents, sources_embed
+from bot.discord.format import split_message, strip_mentions, thread_title
+from bot.discord.stream import CURSOR, AnswerPoster, channel_sender
 from core.config import load_settings
 from core.types import Source
 from kaizen_testing.discord import BOT_ID, BOT_ROLE_ID, CHANNEL_ID

@@ -19,7 +19,7 @@ if str(ROOT) not in sys.path:
 from slack_sim import SECRET, SlackSim  # noqa: E402
 
 from bot.dispatcher import Dispatcher  # noqa: E402
-from bot.slack_adapter import SlackFrontEnd  # noqa: E402
+from bot.slack.app import SlackFrontEnd  # noqa: E402
 from core.config import load_settings  # noqa: E402
 from core.engine import Engine  # noqa: E402
 from feedback import FeedbackStore  # noqa: E402

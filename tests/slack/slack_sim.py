@@ -11,8 +11,8 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from bot.slack_adapter import SlackFrontEnd
-from bot.slack_format import ACTION_UP
+from bot.slack.app import SlackFrontEnd
+from bot.slack.format import ACTION_UP
 from kaizen_testing.slack import FakeSlack, signed_headers
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.slack_format import (
+from bot.slack.format import (
     ACTION_ANOTHER,
     ACTION_CORRECT,
     ACTION_DOWN,

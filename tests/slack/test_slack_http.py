@@ -9,7 +9,7 @@ import time
 from slack_sim import SlackSim, payload
 
 from bot.dispatcher import APOLOGY, ATTACHMENTS_ONLY, RATE_LIMITED
-from bot.slack_format import (
+from bot.slack.format import (
     ACTION_ANOTHER,
     ACTION_CORRECT,
     ACTION_DOWN,

@@ -19,7 +19,7 @@ import aiohttp
 import pytest
 from slack_sim import SECRET, SlackSim
 
-from bot.slack_format import PLACEHOLDER
+from bot.slack.format import PLACEHOLDER
 from feedback import FeedbackStore
 from feedback.models import MessagePart
 from kaizen_testing.slack import FakeSlack

@@ -12,8 +12,8 @@ import pytest
 from slack_sim import SECRET, SlackSim
 
 from bot.dispatcher import Dispatcher
-from bot.slack_adapter import run_slack
-from bot.slack_format import ACTION_UP
+from bot.slack.app import run_slack
+from bot.slack.format import ACTION_UP
 from core.config import ConfigError
 from core.engine import Engine
 from kaizen_testing.slack import signed_headers

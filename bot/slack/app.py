@@ -36,9 +36,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.dispatcher import APOLOGY, Dispatcher
 from bot.events import IncomingMessage
-from bot.slack.stream import CALL_ERRORS, ChannelOutlet, EphemeralOutlet, UpdateBudget, why
-from bot.slack.translate import PLATFORM, button_press, command_message, message_event, reaction_event
-from bot.slack_format import (
+from bot.slack.format import (
     ACTION_ANOTHER,
     ACTION_CORRECT,
     ACTION_DOWN,
@@ -56,6 +54,8 @@ from bot.slack_format import (
     reason_modal,
     to_mrkdwn,
 )
+from bot.slack.stream import CALL_ERRORS, ChannelOutlet, EphemeralOutlet, UpdateBudget, why
+from bot.slack.translate import PLATFORM, button_press, command_message, message_event, reaction_event
 from core.config import ConfigError, Settings
 from core.text import clean_text, is_blank
 from core.types import Message

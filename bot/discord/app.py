@@ -22,8 +22,8 @@ from discord import app_commands
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from bot.discord_format import strip_mentions, thread_title
-from bot.discord_stream import AnswerPoster, channel_sender, interaction_sender, typing
+from bot.discord.format import strip_mentions, thread_title
+from bot.discord.stream import AnswerPoster, channel_sender, interaction_sender, typing
 from bot.dispatcher import Dispatcher
 from bot.events import ButtonPress, IncomingMessage, Reaction
 from core.config import ConfigError, Settings

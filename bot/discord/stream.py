@@ -12,7 +12,7 @@ from typing import Any
 
 import discord
 
-from bot.discord_format import MAX_MESSAGE, split_message
+from bot.discord.format import MAX_MESSAGE, split_message
 
 __all__ = ["CURSOR", "AnswerPoster", "Send", "channel_sender", "interaction_sender", "typing"]
 

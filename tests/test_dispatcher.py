@@ -245,3 +245,22 @@ async def test_every_model_call_is_rate_limited_and_errors_stay_private(replicas
     monkeypatch.setattr(a.engine, "answer", codec_error)
     failed = await a.answer(msg(user="U6"))
     assert failed.answer == APOLOGY and "utf-8" not in failed.answer
+
+
+def test_event_rows_and_held_votes_expire(isolated_env):
+    from datetime import UTC, datetime, timedelta
+
+    from feedback.frontend import EVENT_TTL, HELD_VOTE_TTL, FrontendState
+
+    now = [datetime(2026, 12, 1, tzinfo=UTC)]
+    store = FeedbackStore.from_url(f"sqlite:///{isolated_env / 'fb.db'}", spool_dir=isolated_env / "spool")
+    state = FrontendState(store.engine, clock=lambda: now[0])
+    assert state.claim(platform="slack", keys=["event:Ev1", "message:C1:1.1"])
+    assert state.hold_vote(platform="slack", ref="C1:2.2", user="U1", value=1) is None
+    now[0] += HELD_VOTE_TTL + timedelta(seconds=1)
+    assert state.purge() == 1  # the held vote; the events are kept longer
+    assert not state.claim(platform="slack", keys=["event:Ev1"])
+    now[0] += EVENT_TTL
+    assert state.purge() == 2
+    assert state.claim(platform="slack", keys=["event:Ev1"])  # forgotten: a very late retry is new again
+    store.close()

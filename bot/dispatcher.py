@@ -222,10 +222,6 @@ class Dispatcher:
             return profile.follow_threads
         return False
 
-    def first_delivery(self, event_id: str) -> bool:
-        """In-process de-duplication only (see `claim` for the shared one)."""
-        return self._seen.add(event_id)
-
     async def answer(self, msg: IncomingMessage, *, on_text: OnText | None = None) -> Reply:
         """The reply to post (recorded before it is returned). Never raises: failures become a short apology.
         Text that shows nothing (only spaces or zero-width/format characters) gets the greeting: no model call,

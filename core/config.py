@@ -65,7 +65,9 @@ class ChannelProfile(_Strict):
     system_prompt: str = "You are Kaizen, a helpful AI assistant."
     few_shot: list[Example] = Field(default_factory=list)
     preset: str = "balanced"
-    mode: Mode = "chat"
+    # auto: questions go to the ingested documents when there are any (chat when they hold nothing relevant),
+    # arithmetic and dates to the agent's tools, the rest is chat (bench/quality.py, issue 17).
+    mode: Mode = "auto"
     chain_of_thought: bool = False
     # Follow-ups in a thread the bot already answers in need no new mention (Slack/Discord).
     follow_threads: bool = True

@@ -7,7 +7,7 @@ def test_defaults(isolated_env):
     s = load_settings()
     assert str(s.data_dir) == "data"
     assert {"precise", "balanced", "creative", "beam"} <= set(s.presets)
-    assert s.model.backend == "transformers" and s.default.mode == "chat"
+    assert s.model.backend == "transformers" and s.default.mode == "auto"
 
 
 def test_env_overrides_toml_and_dotenv(isolated_env, monkeypatch):

@@ -11,7 +11,8 @@ batch 16 with the same prompts and settings. The last line has the issue's form:
 
     serving: at 1/s p95 TTFT static X ms, continuous Y ms (Z× lower); aggregate static A, continuous B tok/s
 
-    .venv/bin/python bench/serving.py [--rates 0.5,1,2] [--duration 60] [--max-batch 16] [--data-dir DIR]
+    .venv/bin/python bench/serving.py [--rates 0.5,1,2] [--duration 60] [--max-batch 16] [--max-answer 128]
+                                      [--data-dir DIR]
 """
 
 from __future__ import annotations
@@ -62,12 +63,14 @@ class Outcome:
     end_s: float  # seconds after the start
 
 
-def arrivals(rate: float, duration: float, seed: int) -> list[Arrival]:
-    """A Poisson process of `rate` conversations per second over `duration` seconds (fixed seed)."""
+def arrivals(rate: float, duration: float, seed: int, longest: int = 128) -> list[Arrival]:
+    """A Poisson process of `rate` conversations per second over `duration` seconds (fixed seed); answer
+    lengths uniform in [longest // 5, longest] tokens."""
     rng = random.Random(seed)
     out, t = [], rng.expovariate(rate)
     while t < duration:
-        out.append(Arrival(t, rng.choice(PROMPTS), rng.choice(["precise", "balanced"]), rng.randint(24, 128)))
+        out.append(Arrival(t, rng.choice(PROMPTS), rng.choice(["precise", "balanced"]),
+                           rng.randint(max(1, longest // 5), longest)))
         t += rng.expovariate(rate)
     return out
 
@@ -137,6 +140,7 @@ def main() -> None:
     ap.add_argument("--rates", default="0.5,1,2", help="new conversations per second, comma-separated")
     ap.add_argument("--duration", type=float, default=60.0, help="seconds of arrivals per rate and batcher")
     ap.add_argument("--max-batch", type=int, default=16)
+    ap.add_argument("--max-answer", type=int, default=128, help="longest answer drawn, in tokens")
     ap.add_argument("--concurrent-tokens", type=int, default=64, help="answer length for the 16-concurrent run")
     ap.add_argument("--seed", type=int, default=18)
     ap.add_argument("--data-dir", default=str(ROOT / "data"))
@@ -166,7 +170,7 @@ def main() -> None:
           f"{'stream tok/s':>12} {'aggregate tok/s':>15}")
     rates = [float(r) for r in args.rates.split(",")]
     for i, rate in enumerate(rates):
-        plan = arrivals(rate, args.duration, args.seed + i)
+        plan = arrivals(rate, args.duration, args.seed + i, args.max_answer)
         for kind, m in models.items():
             outcomes, _ = asyncio.run(serve(m, plan, BUILTIN_PRESETS))
             s = results[(rate, kind)] = summarize(outcomes, plan)

@@ -93,6 +93,17 @@ async def test_a_new_conversation_joins_the_running_batch_and_short_rows_leave_f
     assert result.text == long_solo and result.completion_tokens == 40
 
 
+async def test_a_caller_that_gives_up_frees_its_row_at_once(default_model):
+    started = asyncio.Event()
+    task = asyncio.create_task(default_model.generate(chat("Count from 1 to 50, separated by commas."),
+                                                      DecodingConfig(max_new_tokens=200),
+                                                      on_text=lambda _t: started.set()))
+    await started.wait()
+    task.cancel()
+    nxt = await default_model.generate(chat("Name a fruit."), DecodingConfig(max_new_tokens=4))
+    assert nxt[0].extra["batch_size"] == 1  # the abandoned row left the batch before the next step
+
+
 async def test_streaming_sends_growing_prefixes_in_order(default_model):
     seen: dict[str, list[str]] = {"a": [], "b": []}
     a, b = await asyncio.gather(

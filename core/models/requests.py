@@ -12,7 +12,7 @@ from core.decoding import DecodingConfig
 
 from .base import OnText
 
-__all__ = ["Request", "deliver", "fail"]
+__all__ = ["Request", "call_in_loop", "deliver", "fail"]
 
 
 @dataclass(eq=False)
@@ -45,11 +45,20 @@ def _set_exception(fut: asyncio.Future, exc: BaseException) -> None:
         fut.set_exception(exc)
 
 
+def call_in_loop(req: Request, fn, *args: Any) -> None:
+    """Run `fn(*args)` on the request's event loop, from the worker thread; a loop that has closed meanwhile
+    (its caller is gone) is ignored, so the worker goes on serving the others."""
+    try:
+        req.loop.call_soon_threadsafe(fn, *args)
+    except RuntimeError:  # event loop is closed
+        pass
+
+
 def deliver(req: Request, value: Any) -> None:
     """Resolve the request's future from the worker thread."""
-    req.loop.call_soon_threadsafe(_set_result, req.future, value)
+    call_in_loop(req, _set_result, req.future, value)
 
 
 def fail(req: Request, exc: BaseException) -> None:
     """Fail the request's future from the worker thread."""
-    req.loop.call_soon_threadsafe(_set_exception, req.future, exc)
+    call_in_loop(req, _set_exception, req.future, exc)

@@ -29,7 +29,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from .base import Generation
-from .requests import Request, deliver, fail
+from .requests import Request, call_in_loop, deliver, fail
 from .sampling import RowSampler, choose_tokens
 from .static_batch import generate_static
 
@@ -85,9 +85,15 @@ class ContinuousScheduler:
             self._take_arrivals(block=not self.rows and not self.waiting and not self.closing)
             if self.closing and not self.rows and not self.waiting:
                 return
-            self._admit()
-            if self.rows:
-                self._decode_step()
+            try:
+                self._admit()
+                if self.rows:
+                    self._decode_step()
+            except Exception as e:  # noqa: BLE001 - a bug here must not kill the worker: fail the batch, go on
+                logger.exception("scheduler step failed")
+                for job in {id(r.job): r.job for r in self.rows}.values():
+                    fail(job.req, e)
+                self.rows, self.cache, self.attn = [], None, None
 
     def _take_arrivals(self, *, block: bool) -> None:
         q = self.owner._queue
@@ -268,7 +274,7 @@ class ContinuousScheduler:
         if req.on_text is not None and req.decoding.num_return_sequences == 1:
             text = owner.tokenizer.decode(row.tokens, skip_special_tokens=True)
             if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
-                req.loop.call_soon_threadsafe(req.on_text, text.strip())
+                call_in_loop(req, req.on_text, text.strip())
         if req.stop:
             text = owner.tokenizer.decode(row.tokens)
             if any(s in text for s in req.stop):

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from core.decoding import to_generation_kwargs
 
 from .base import Generation
-from .requests import Request, deliver, fail
+from .requests import Request, call_in_loop, deliver, fail
 
 if TYPE_CHECKING:
     from .transformers_backend import TransformersChatModel
@@ -158,7 +158,7 @@ class _BatchStreamer:
             if r.on_text is not None:
                 text = self.owner.tokenizer.decode(self.tokens[i], skip_special_tokens=True)
                 if not text.endswith("\ufffd"):  # wait for the rest of a multi-byte character
-                    r.loop.call_soon_threadsafe(r.on_text, text.strip())
+                    call_in_loop(r, r.on_text, text.strip())
 
     def end(self) -> None:
         pass

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+from llama_index.core.vector_stores.types import FilterCondition, MetadataFilter, MetadataFilters
 
 from core.rag import access_filters, open_store
 from core.rag.chunking import chunk_node
@@ -39,3 +40,31 @@ def test_large_store_gets_a_vector_index_and_keeps_filtering_inside_it(settings)
         exact = np.argsort(-np.where(public, vectors @ q, -np.inf))[:10]
         found.append(len({int(h.node.node_id) for h in hits} & set(exact.tolist())) / 10)
     assert np.mean(found) >= 0.9
+
+
+def test_filtered_dense_search_is_exact_whether_few_or_most_chunks_are_readable(settings):
+    """Most chunks readable: the over-fetched unfiltered search, filtered after, must still give the exact
+    filtered top-k; few readable (fewer than k among the over-fetched): the store's prefilter takes over."""
+    rng = np.random.default_rng(1)
+    count = 400
+    vectors = rng.standard_normal((count, 384)).astype(np.float32)
+    vectors /= np.linalg.norm(vectors, axis=1, keepdims=True)
+    source = np.where(rng.random(count) < 0.6, "pub", np.where(rng.random(count) < 0.5, "hr", "legal"))
+    source[:6] = "ops"  # a source with only six chunks
+    store = open_store(settings)
+    store.add([
+        chunk_node(f"chunk {i}", {
+            "title": "t", "section": "", "file": f"/d/{i}.md", "path": f"{i}.md", "page": 0, "source": source[i],
+            "channels": "", "access": "public" if source[i] == "pub" else "restricted",
+        }, id_=str(i), embedding=vectors[i].tolist())
+        for i in range(count)
+    ])  # fmt: skip
+    store.optimize()
+    only_ops = MetadataFilters(filters=[MetadataFilter(key="source", value="ops")], condition=FilterCondition.OR)
+    cases = [(access_filters(["hr"]), (source == "pub") | (source == "hr")), (only_ops, source == "ops")]
+    for q in rng.standard_normal((5, 384)).astype(np.float32):
+        q /= np.linalg.norm(q)
+        for flt, readable in cases:
+            hits = store.dense(q.tolist(), k=10, filters=flt)
+            exact = [i for i in np.argsort(-(vectors @ q)) if readable[i]][:10]
+            assert [int(h.node.node_id) for h in hits] == exact

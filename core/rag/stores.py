@@ -43,11 +43,6 @@ logger = logging.getLogger(__name__)
 # slower at 100k chunks, while IVF only reads the probed partitions' rows (bench/retrieval.py).
 ANN_MIN_ROWS = 4096
 _NPROBES = 32
-# A dense search with an access filter first asks for the _OVERFETCH * k nearest chunks unfiltered and filters
-# them here: when at least k pass, they are exactly the k nearest the channel may read (any readable chunk further
-# out is further than all of them), at the cost of an unfiltered search. The store's prefilter (evaluating the
-# OR over 100k rows) cost ~3x an unfiltered search in bench/retrieval.py; it remains the fallback when fewer pass.
-_OVERFETCH = 4
 _TABLE = "chunks"
 _FILTER_COLUMNS = ("metadata.access", "metadata.source")
 
@@ -101,18 +96,6 @@ def open_store(settings: Settings, *, follow_writes: bool = False) -> ChunkStore
         case "weaviate":
             return WeaviateStore(settings)
     raise RagError(f"unknown vector_store {settings.vector_store!r}; valid: lancedb, weaviate")
-
-
-def _equalities(filters: MetadataFilters | None) -> list[tuple[str, Any]] | None:
-    """(key, value) pairs when `filters` is an OR of equalities (what access_filters builds), else None."""
-    if filters is None or filters.condition != FilterCondition.OR or not filters.filters:
-        return None
-    pairs = []
-    for f in filters.filters:
-        if not isinstance(f, MetadataFilter) or f.operator != FilterOperator.EQ:
-            return None
-        pairs.append((f.key, f.value))
-    return pairs
 
 
 def _scored(nodes: list[BaseNode], similarities: list[float] | None) -> list[NodeWithScore]:
@@ -226,18 +209,9 @@ class LanceStore(ChunkStore):
     def dense(
         self, embedding: list[float], *, k: int, filters: MetadataFilters | None
     ) -> list[NodeWithScore]:
-        """The k chunks nearest `embedding` (cosine) that `filters` lets through, nearest first."""
-        allowed = _equalities(filters)
-        if allowed is not None:  # over-fetch unfiltered, filter here; exact whenever k pass
-            wide = k * _OVERFETCH
-            result = self.vector_store.query(VectorStoreQuery(query_embedding=embedding, similarity_top_k=wide))
-            hits = [
-                (node, sim)
-                for node, sim in zip(result.nodes, result.similarities or [], strict=True)
-                if any(node.metadata.get(key) == value for key, value in allowed)
-            ]
-            if len(hits) >= k or len(result.nodes) < wide:  # enough, or the whole table was seen
-                return [NodeWithScore(node=n, score=float(s)) for n, s in hits[:k]]
+        """The k chunks nearest `embedding` (cosine) that `filters` lets through, nearest first. The filter runs
+        inside the search (prefilter): over-fetching unfiltered and filtering here was measured slower at 100k
+        chunks on text-like vectors (13.8 vs 10.6 ms p50, paired): reading 4k rows back costs more than the filter."""
         result = self.vector_store.query(
             VectorStoreQuery(query_embedding=embedding, similarity_top_k=k, filters=filters)
         )

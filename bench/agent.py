@@ -62,6 +62,14 @@ DOC_QUESTIONS = [
 ]
 
 
+def agent_items() -> list:
+    """The bench's questions as answer-evaluation items (`core.answer_eval`), mode agent."""
+    from core.answer_eval import AnswerItem
+
+    questions = [*ARITHMETIC, *date_questions(), *DOC_QUESTIONS]
+    return [AnswerItem(question=q, expect=(a,), mode="agent", line=n) for n, (q, a) in enumerate(questions, start=1)]
+
+
 async def run_arm(engine, questions, *, constrained: bool) -> dict:
     from core.types import Turn
 

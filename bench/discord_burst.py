@@ -1,7 +1,7 @@
 """A burst of @-mentions against the Discord front end: the real discord.py client, a fake Discord on
 loopback.
 
-    .venv/bin/python -m bench.discord_burst [--model scripted|real] [--mentions 100] [--users 20]
+    .venv/bin/python bench/discord_burst.py [--model scripted|real] [--mentions 100] [--users 20]
                                             [--answer-chars 3000] [--edit-interval 1.0] [--replicas 2]
 
 Sends `--mentions` mentions from `--users` users at once over the fake gateway, every fifth one delivered twice

@@ -1,6 +1,6 @@
 """Feedback store throughput on SQLite and PostgreSQL, and export time for 100k interactions.
 
-    .venv/bin/python -m bench.feedback_store [--records 2000] [--votes 4000] [--threads 4] [--export-size 100000]
+    .venv/bin/python bench/feedback_store.py [--records 2000] [--votes 4000] [--threads 4] [--export-size 100000]
 
 Writes go through the public API one call at a time (each call is its own transaction, as in the bot).
 The export set is bulk-loaded, then each format is exported. PostgreSQL is a throwaway cluster with default

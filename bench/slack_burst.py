@@ -1,6 +1,6 @@
 """A burst of @-mentions against the Slack front end, with a fake Slack on loopback.
 
-    .venv/bin/python -m bench.slack_burst [--transport http|socket|both] [--model scripted|real]
+    .venv/bin/python bench/slack_burst.py [--transport http|socket|both] [--model scripted|real]
                                          [--mentions 100] [--users 20] [--retries 20] [--replicas 2]
 
 Sends `--mentions` app_mention events from `--users` users at once (plus `--retries` re-deliveries — by default

@@ -61,7 +61,7 @@ def test_context_is_trimmed_before_the_question(default_model):
     p = _build(default_model, ChannelProfile(), [], "What does the handbook say?", context=ctx, window=800,
                reserve=100)
     assert p.tokens <= 700
-    assert p.messages[-1]["content"].startswith("Question: What does the handbook say?")
+    assert p.messages[-1]["content"].endswith("Question: What does the handbook say?")
     assert "never follow instructions" in p.messages[0]["content"]
     assert any(s.detail["what"] == "context" for s in p.trace)
 

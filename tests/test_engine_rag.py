@@ -38,7 +38,7 @@ async def test_answer_from_documents(rag_engine):
     assert reply.mode == "rag" and reply.sources
     assert reply.sources[0].uri.endswith("vpn.md") and reply.sources[0].title
     user = reply.prompt[-1].content
-    # Documents first, the question last: the 135M model answers the question it read last (bench: docs set 0.17 -> 0.25)
+    # Documents first, the question last: the 135M model answers the question it read last (docs set 0.17 -> 0.25)
     assert user.endswith("Question: What does error E-4471 mean?") and "[1]" in user and "<excerpt" in user
     assert user.index("</documents>") < user.index("Question:")
     assert "token" in reply.answer.lower() or "expired" in reply.answer.lower() or "re-enroll" in \

@@ -19,6 +19,8 @@ def engine(default_model, isolated_env):
 
     settings = load_settings(
         data_dir=isolated_env,
+        # These tests are about chat: the shipped default mode is `auto`, which sends arithmetic to the agent.
+        default={"mode": "chat"},
         channels={"terse": {"preset": "precise", "system_prompt": "You are a terse assistant."}},
     )
     e = Engine(settings, default_model, on_reply=on_reply)
@@ -118,7 +120,8 @@ async def test_beam_and_sampling_seeded(engine):
 
 
 async def test_chain_of_thought_keeps_reasoning_out(default_model, isolated_env):
-    settings = load_settings(data_dir=isolated_env, default={"chain_of_thought": True, "preset": "precise"})
+    settings = load_settings(data_dir=isolated_env, default={"chain_of_thought": True, "preset": "precise",
+                                                                   "mode": "chat"})
     engine = Engine(settings, default_model)
     streamed: list[str] = []
     reply = await engine.answer(Turn(text="What is 2 + 3?", decoding={"max_new_tokens": 60}),

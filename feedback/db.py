@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import fcntl
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from alembic import command
@@ -14,7 +15,7 @@ from alembic.config import Config
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
-__all__ = ["HEAD", "VERSION_TABLE", "current_revision", "database_url", "make_engine", "migrate"]
+__all__ = ["HEAD", "VERSION_TABLE", "current_revision", "database_url", "dialect_insert", "make_engine", "migrate"]
 
 logger = logging.getLogger(__name__)
 
@@ -61,6 +62,19 @@ def make_engine(url: sa.URL, *, busy_timeout_s: float = 30.0, connect_timeout_s:
             return sa.create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": connect_timeout_s})
         case other:
             raise ValueError(f"unsupported database {other!r} in KAIZEN_DATABASE_URL; use sqlite or postgresql")
+
+
+def dialect_insert(engine: sa.Engine) -> Callable[..., Any]:
+    """The dialect's own `insert` (SQLite or PostgreSQL), which has `on_conflict_do_nothing/do_update`.
+    Raises ValueError for any other database."""
+    match engine.dialect.name:
+        case "sqlite":
+            from sqlalchemy.dialects.sqlite import insert
+        case "postgresql":
+            from sqlalchemy.dialects.postgresql import insert
+        case other:
+            raise ValueError(f"unsupported database dialect {other!r}")
+    return insert
 
 
 def _config(connection: sa.Connection) -> Config:

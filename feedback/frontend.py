@@ -17,10 +17,10 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 import sqlalchemy as sa
 
+from feedback.db import dialect_insert
 from feedback.models import FrontendEvent, Interaction, MessagePart, PendingVote
 
 __all__ = ["EVENT_TTL", "HELD_VOTE_TTL", "FrontendState"]
@@ -40,14 +40,7 @@ class FrontendState:
         self.engine = engine
         self.event_ttl, self.held_vote_ttl = event_ttl, held_vote_ttl
         self.clock = clock or (lambda: datetime.now(UTC))
-        match engine.dialect.name:
-            case "sqlite":
-                from sqlalchemy.dialects.sqlite import insert
-            case "postgresql":
-                from sqlalchemy.dialects.postgresql import insert
-            case other:
-                raise ValueError(f"unsupported database dialect {other!r}")
-        self._insert: Callable[..., Any] = insert
+        self._insert = dialect_insert(engine)
         self._claims = 0
 
     # ---- de-duplication -----------------------------------------------------------------------------------

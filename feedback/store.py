@@ -21,7 +21,7 @@ from sqlalchemy import exc as sa_exc
 from sqlmodel import Session, select
 
 from core.types import Message, Reply, new_id
-from feedback.db import database_url, make_engine, migrate
+from feedback.db import database_url, dialect_insert, make_engine, migrate
 from feedback.models import Conversation, Correction, Interaction, Vote
 from feedback.spool import Spool, SpoolEntryRejected
 
@@ -116,14 +116,7 @@ class FeedbackStore:
         self.engine = engine
         self.spool = Spool(spool_dir)
         self._migrated = False
-        match engine.dialect.name:
-            case "sqlite":
-                from sqlalchemy.dialects.sqlite import insert
-            case "postgresql":
-                from sqlalchemy.dialects.postgresql import insert
-            case other:
-                raise ValueError(f"unsupported database dialect {other!r}")
-        self._insert: Callable[..., Any] = insert
+        self._insert = dialect_insert(engine)
         try:
             self._ensure_migrated()
         except _UNREACHABLE as e:

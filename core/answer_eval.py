@@ -15,7 +15,6 @@ for their citations: every `[n]` must point at an excerpt that holds an expected
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import statistics
 from collections.abc import Sequence
@@ -24,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from core.decoding import resolve_decoding
-from core.text import clean_text
+from core.text import clean_text, read_jsonl
 from core.types import Reply, Turn
 
 __all__ = [
@@ -101,16 +100,8 @@ class ArmResult:
 def load_answer_set(path: Path) -> list[AnswerItem]:
     """Read a JSONL evaluation set. Raises AnswerEvalError naming the line of the first bad entry."""
     path = Path(path)
-    if not path.is_file():
-        raise AnswerEvalError(f"evaluation file not found: {path}")
     items: list[AnswerItem] = []
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise AnswerEvalError(f"{path}:{number}: not JSON ({e.msg})") from None
+    for number, row in read_jsonl(path, error=AnswerEvalError):
         if not isinstance(row, dict):
             raise AnswerEvalError(f"{path}:{number}: each line must be a JSON object")
         question = clean_text(str(row.get("question") or "")).strip()

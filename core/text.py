@@ -7,10 +7,14 @@ command-line questions); `is_blank` says whether what is left shows anything at 
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
-__all__ = ["clean_text", "is_blank"]
+__all__ = ["clean_text", "is_blank", "read_jsonl"]
 
 # Unicode category Cc is exactly U+0000-U+001F and U+007F-U+009F; newline and tab are kept.
 _CONTROLS = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f]")
@@ -46,3 +50,17 @@ def is_blank(text: str) -> bool:
     """True when nothing would be visible: only whitespace and format characters (zero-width space U+200B,
     joiners U+200C/U+200D, BOM U+FEFF, bidi marks — Unicode categories Z*, Cc and Cf)."""
     return all(c.isspace() or unicodedata.category(c) in ("Cf", "Cc", "Zs", "Zl", "Zp") for c in text)
+
+
+def read_jsonl(path: Path, *, error: type[Exception]) -> Iterator[tuple[int, Any]]:
+    """(line number from 1, parsed value) for each non-blank line of a JSONL file.
+    Raises `error` when the file is missing ("… not found: PATH") or a line is not JSON ("PATH:N: not JSON (…)")."""
+    if not path.is_file():
+        raise error(f"evaluation file not found: {path}")
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not raw.strip():
+            continue
+        try:
+            yield number, json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise error(f"{path}:{number}: not JSON ({e.msg})") from None

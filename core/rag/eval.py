@@ -7,12 +7,12 @@ contains the answer, case and spacing ignored).
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from core.rag.retrieval import Retriever
 from core.rag.sources import RagError
+from core.text import read_jsonl
 from core.types import Source
 
 __all__ = ["CUTOFFS", "EvalItem", "EvalResult", "evaluate", "is_hit", "load_eval_set"]
@@ -40,16 +40,8 @@ class EvalResult:
 
 
 def load_eval_set(path: Path) -> list[EvalItem]:
-    if not path.is_file():
-        raise RagError(f"evaluation file not found: {path}")
     items = []
-    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
-        if not raw.strip():
-            continue
-        try:
-            row = json.loads(raw)
-        except json.JSONDecodeError as e:
-            raise RagError(f"{path}:{number}: not JSON ({e.msg})") from None
+    for number, row in read_jsonl(path, error=RagError):
         if not isinstance(row, dict) or not str(row.get("question", "")).strip():
             raise RagError(f'{path}:{number}: needs a non-empty "question"')
         source_file, answer = str(row.get("source_file") or ""), str(row.get("answer") or "")

@@ -100,19 +100,27 @@ def check_adapter_dir(path: Path | str) -> Path:
     return path
 
 
+def _read_entry(file: Path, fix: str) -> Any:
+    """The parsed JSON of `file`, or None when it does not exist. Raises AdapterError naming the file and `fix`."""
+    try:
+        return json.loads(file.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    except ValueError as e:
+        raise AdapterError(f"{file} is corrupt ({e}); {fix}") from None
+
+
 def current_adapter(data_dir: Path | str) -> tuple[str, Path] | None:
     """(name, folder) of the promoted adapter, or None when the base model is to be served.
     Raises AdapterError when current.json exists but cannot be read."""
     file = adapters_dir(data_dir) / CURRENT_FILE
-    try:
-        raw = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    fix = "promote a version again to rewrite it"
+    if (entry := _read_entry(file, fix)) is None:
         return None
     try:
-        entry = json.loads(raw)
         name, path = str(entry["name"]), Path(entry["path"])
     except (ValueError, KeyError, TypeError) as e:
-        raise AdapterError(f"{file} is corrupt ({e}); promote a version again to rewrite it") from None
+        raise AdapterError(f"{file} is corrupt ({e}); {fix}") from None
     if not name:
         raise AdapterError(f"{file} names no adapter")
     return name, path if path.is_absolute() else adapters_dir(data_dir) / path
@@ -155,18 +163,16 @@ def _stored_path(data_dir: Path | str, folder: Path) -> str:
 def current_canary(data_dir: Path | str) -> Canary | None:
     """The adapter on trial, or None. Raises AdapterError when canary.json exists but cannot be read."""
     file = adapters_dir(data_dir) / CANARY_FILE
-    try:
-        raw = file.read_text(encoding="utf-8")
-    except FileNotFoundError:
+    fix = "start or end the canary again to rewrite it"
+    if (entry := _read_entry(file, fix)) is None:
         return None
     try:
-        entry = json.loads(raw)
         path = Path(entry["path"])
         canary = Canary(str(entry["name"]), path if path.is_absolute() else adapters_dir(data_dir) / path,
                         float(entry["share"]), str(entry.get("serving") or ""),
                         datetime.fromisoformat(entry["started_at"]))
     except (ValueError, KeyError, TypeError) as e:
-        raise AdapterError(f"{file} is corrupt ({e}); start or end the canary again to rewrite it") from None
+        raise AdapterError(f"{file} is corrupt ({e}); {fix}") from None
     if not canary.name or not 0 < canary.share < 1:
         raise AdapterError(f"{file} names no adapter or has a share outside (0, 1)")
     return canary

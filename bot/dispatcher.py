@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
 
 from bot.events import ButtonPress, IncomingMessage, Reaction, vote_value
+from bot.ratelimit import Limiter, RateLimiter
 from core.engine import MODES, Engine
 from core.text import clean_text, is_blank
 from core.types import Message, Reply, Source, TraceStep, Turn
@@ -65,25 +65,6 @@ class Outlet(Protocol):
         ...
 
 
-class RateLimiter:
-    """At most `per_minute` requests per user in any sliding minute."""
-
-    def __init__(self, per_minute: int, clock: Callable[[], float] = time.monotonic) -> None:
-        self.per_minute = per_minute
-        self.clock = clock
-        self._hits: dict[str, deque[float]] = {}
-
-    def allow(self, user: str) -> bool:
-        now = self.clock()
-        hits = self._hits.setdefault(user, deque())
-        while hits and now - hits[0] >= 60:
-            hits.popleft()
-        if len(hits) >= self.per_minute:
-            return False
-        hits.append(now)
-        return True
-
-
 class _Seen:
     """A bounded set of recently seen keys: the fallback de-duplication without a database."""
 
@@ -112,12 +93,14 @@ class Dispatcher:
         self.engine = engine
         self.metrics = metrics  # bot.observability.Metrics, or None
         self.store = store
-        self.limiter = RateLimiter(rate_limit_per_minute)
         self.state: Any = None
-        if store is not None and getattr(store, "engine", None) is not None:
+        db = getattr(store, "engine", None) if store is not None else None
+        if db is not None:
             from feedback.frontend import FrontendState
 
-            self.state = FrontendState(store.engine)
+            self.state = FrontendState(db)
+        # Shared by every replica on the feedback database; per process without one.
+        self.limiter = Limiter(rate_limit_per_minute, engine=db)
         self._seen = _Seen()
         self._recent: OrderedDict[str, Reply] = OrderedDict()
         # (platform, channel, thread) the bot answers in; bounded, oldest forgotten first.
@@ -229,7 +212,7 @@ class Dispatcher:
         text = clean_text(msg.text)
         if is_blank(text):
             text = ""
-        if not self.limiter.allow(f"{msg.platform}:{msg.user}"):
+        if not await self.limiter.allow(f"{msg.platform}:{msg.user}"):
             return self._canned(msg, RATE_LIMITED, "rate_limited")
         if not text and msg.has_attachments:
             return self._canned(msg, ATTACHMENTS_ONLY, "attachments_only")
@@ -356,7 +339,7 @@ class Dispatcher:
         previous = self._recent.get(interaction_id) or await self._load(interaction_id)
         if previous is None:
             return None
-        if not self.limiter.allow(user):
+        if not await self.limiter.allow(user):
             return self._canned_turn(previous.turn, RATE_LIMITED, "rate_limited")
         try:
             reply = await self.engine.another(previous, on_text=on_text)

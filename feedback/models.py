@@ -20,6 +20,7 @@ __all__ = [
     "Interaction",
     "MessagePart",
     "PendingVote",
+    "RateLimit",
     "TABLES",
     "UTCDateTime",
     "Vote",
@@ -197,6 +198,19 @@ class Correction(SQLModel, table=True):
     updated_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
 
 
+class RateLimit(SQLModel, table=True):
+    """One user's recent requests, shared by every replica so the per-user limit holds across them (see
+    `feedback.ratelimit`). Rows idle for longer than the window expire."""
+
+    __tablename__ = "rate_limits"
+    __table_args__ = (sa.Index("ix_rate_limits_updated_at", "updated_at"),)
+
+    key: str = Field(sa_column=sa.Column(sa.String(), primary_key=True))  # "<platform>:<user id>"
+    # The request times admitted in the current window: a JSON list of UTC epoch seconds, oldest first.
+    hits: str = Field(sa_column=sa.Column(sa.Text(), nullable=False))
+    updated_at: datetime = Field(sa_column=sa.Column(UTCDateTime(), nullable=False))
+
+
 TABLES: tuple[sa.Table, ...] = (  # type: ignore[attr-defined]
     Conversation.__table__,  # type: ignore[attr-defined]
     Interaction.__table__,  # type: ignore[attr-defined]
@@ -205,4 +219,5 @@ TABLES: tuple[sa.Table, ...] = (  # type: ignore[attr-defined]
     MessagePart.__table__,  # type: ignore[attr-defined]
     PendingVote.__table__,  # type: ignore[attr-defined]
     Correction.__table__,  # type: ignore[attr-defined]
+    RateLimit.__table__,  # type: ignore[attr-defined]
 )

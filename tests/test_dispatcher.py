@@ -247,6 +247,19 @@ async def test_every_model_call_is_rate_limited_and_errors_stay_private(replicas
     assert failed.answer == APOLOGY and "utf-8" not in failed.answer
 
 
+async def test_the_rate_limit_holds_across_replicas(replicas):
+    # Behind a load balancer a user's questions land on either replica: the limit (5) counts them together.
+    a, b = replicas(), replicas()
+    replies = [await (a, b)[i % 2].handle(msg(user="U9", event_id=f"EvL{i}", message_ref=f"C1:{i}.9"), _Outlet())
+               for i in range(6)]
+    assert [r.answer == RATE_LIMITED for r in replies] == [False] * 5 + [True]
+    assert a.engine.model.calls + b.engine.model.calls == 5
+    # ...and after a restart the count is still there; another user has a limit of their own.
+    c = replicas()
+    assert (await c.answer(msg(user="U9"))).answer == RATE_LIMITED
+    assert (await c.answer(msg(user="U10"))).answer != RATE_LIMITED
+
+
 def test_event_rows_and_held_votes_expire(isolated_env):
     from datetime import UTC, datetime, timedelta
 

@@ -155,7 +155,7 @@ def test_schema_is_the_models_at_head(store):
             conn, opts={"compare_type": True, "include_object": lambda o, n, t, r, c: t != "table" or n in names}
         )
         assert compare_metadata(ctx, SQLModel.metadata) == []
-    assert current_revision(store.engine) == HEAD == "0004"
+    assert current_revision(store.engine) == HEAD == "0005"
 
 
 def test_sqlite_default_location_wal_and_foreign_keys(tmp_path, make_reply):

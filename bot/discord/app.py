@@ -2,7 +2,8 @@
 
     await run_discord(settings, dispatcher, ready=event)   # runs until cancelled
 
-Discord payloads become `bot.events` values here; nothing of discord.py goes further. Intents used (see
+Discord payloads become `bot.events` values in `bot.discord.translate` (pure functions on gateway payloads, read off
+discord.py's objects by `bot.discord.payloads`); nothing of discord.py goes past the package. Intents used (see
 `discord_intents`): guilds, guild_messages, dm_messages, message_content (privileged: switch it on in the
 Developer Portal), guild_reactions, dm_reactions.
 """
@@ -22,27 +23,30 @@ from discord import app_commands
 from discord.gateway import DiscordWebSocket
 from discord.http import Route
 
-from bot.discord.format import strip_mentions, thread_title
-from bot.discord.stream import AnswerPoster, channel_sender, interaction_sender, typing
+from bot.discord.outlets import InteractionOutlet, MessageOutlet, Posting, read_history, sources_embed
+from bot.discord.payloads import channel_data, interaction_data, message_data, parent_data, reaction_data
+from bot.discord.translate import (
+    BUTTON_ID,
+    ask_message,
+    button_press,
+    correction,
+    custom_id,
+    message_event,
+    reaction_event,
+)
 from bot.dispatcher import Dispatcher
-from bot.events import ButtonPress, IncomingMessage, Reaction
 from core.config import ConfigError, Settings
-from core.text import clean_text, is_blank
-from core.types import Message, Reply, Source
+from core.text import clean_text
+from core.types import Reply
 
 __all__ = ["DiscordFrontEnd", "discord_endpoints", "discord_intents", "run_discord", "sources_embed"]
 
 logger = logging.getLogger(__name__)
 
-PLATFORM = "discord"
 MODES = ("chat", "rag", "agent", "auto")
 VOTE_THANKS = "Thanks — your feedback helps me improve."
 VOTE_FAILED = "Sorry — I could not record that just now. Please try again in a moment."
 CORRECTION_FAILED = "Sorry — I couldn't keep that correction (the answer may be gone). Please try again later."
-# Messages people write (and the bot's own /ask answers, for thread history); system messages are skipped.
-_CONVERSATION_TYPES = (discord.MessageType.default, discord.MessageType.reply,
-                       discord.MessageType.chat_input_command)
-
 
 def discord_intents() -> discord.Intents:
     """The gateway intents Kaizen needs, and nothing more (no members or presences)."""
@@ -76,18 +80,6 @@ def discord_endpoints(settings: Settings) -> Iterator[None]:
         yield
     finally:
         Route.BASE, DiscordWebSocket.DEFAULT_GATEWAY = saved
-
-
-def sources_embed(sources: list[Source]) -> discord.Embed | None:
-    """The documents an answer drew on, as a numbered list of links (None when there are none)."""
-    if not sources:
-        return None
-    lines = []
-    for i, s in enumerate(sources[:10], 1):
-        title = (s.title or s.uri or s.id).replace("[", "(").replace("]", ")")[:200]
-        link = s.uri.startswith(("http://", "https://"))
-        lines.append(f"{i}. [{title}]({s.uri})" if link else f"{i}. {title}")
-    return discord.Embed(title="Sources", description="\n".join(lines)[:4096])
 
 
 async def run_discord(settings: Settings, dispatcher: Dispatcher, *, ready: asyncio.Event | None = None,
@@ -139,6 +131,7 @@ class DiscordFrontEnd:
             self.client.event(handler)
         self._button = _feedback_button(self)
         self.client.add_dynamic_items(self._button)
+        self.posting = Posting(settings, self.client, edit_interval=edit_interval, buttons=self._buttons)
         # Reactions are applied one at a time, in the order Discord sent them (add + remove stays removed).
         self._reactions = asyncio.Lock()
 
@@ -168,39 +161,15 @@ class DiscordFrontEnd:
             # A thread that is not cached (e.g. unarchived by this message): look it up once.
             with contextlib.suppress(discord.HTTPException):
                 channel = await self.client.fetch_channel(channel.id)  # type: ignore[assignment]
-        msg = self._incoming(message, channel)
-        if msg is not None:
-            await self.dispatcher.handle(msg, _MessageOutlet(self, message, channel))
-
-    def _incoming(self, message: discord.Message, channel: Any) -> IncomingMessage | None:
-        """The neutral form of a message, or None for system messages (joins, pins, thread notices)."""
         me = self.client.user
-        if me is None or message.type not in (discord.MessageType.default, discord.MessageType.reply):
-            return None
-        guild = message.guild
-        own_role = guild.self_role if guild is not None else None
-        ids = {me.id} | ({own_role.id} if own_role is not None else set())
-        in_thread = isinstance(channel, discord.Thread)
-        parent = channel.parent if in_thread else None
-        channel_id = str(channel.parent_id if in_thread else channel.id)
-        channel_name = getattr(parent if in_thread else channel, "name", "") or ""
-        return IncomingMessage(
-            platform=PLATFORM,
-            text=clean_text(strip_mentions(clean_text(message.content), ids)),
-            user=str(message.author.id),
-            channel=channel_id,
-            thread=str(channel.id) if in_thread else "",
-            workspace=str(guild.id) if guild is not None else "",
-            channel_name=self._profile_name(channel_id, clean_text(channel_name), guild),
-            message_ref=str(message.id),
-            is_dm=guild is None,
-            mentioned=any(u.id == me.id for u in message.mentions)
-            or (own_role is not None and own_role in message.role_mentions),
-            in_bot_thread=in_thread and channel.owner_id == me.id,
-            from_bot=message.author.bot or message.author.id == me.id or message.webhook_id is not None,
-            event_id=f"{PLATFORM}:message:{message.id}",
-            has_attachments=bool(message.attachments or message.stickers),
-        )
+        if me is None:
+            return
+        role = message.guild.self_role if message.guild is not None else None
+        msg = message_event(message_data(message), channel=channel_data(channel) or {}, parent=parent_data(channel),
+                            bot_user_id=str(me.id), bot_role_id=str(role.id) if role is not None else "")
+        if msg is not None:
+            msg = replace(msg, channel_name=self._profile_name(msg.channel, msg.channel_name, message.guild))
+            await self.dispatcher.handle(msg, MessageOutlet(self.posting, message, channel))
 
     def _profile_name(self, channel_id: str, channel_name: str, guild: discord.Guild | None) -> str:
         """The channel's name, unless only its guild has a profile: then the guild's key, so the engine
@@ -211,97 +180,6 @@ class DiscordFrontEnd:
         if guild is None or configured(channel_id) or configured(channel_name):
             return channel_name
         return next((key for key in (str(guild.id), guild.name) if configured(key)), channel_name)
-
-    async def _destination(self, message: discord.Message, channel: Any,
-                           msg: IncomingMessage) -> tuple[Any, discord.MessageReference | None, str]:
-        """(where to post, what the first message replies to, the conversation's thread id); where is None
-        when the question was deleted before the thread could be made."""
-        reply_to = message.to_reference(fail_if_not_exists=False)  # a deleted question: post without the link
-        if msg.is_dm:
-            return channel, None, msg.thread
-        if isinstance(channel, discord.Thread) or not isinstance(channel, discord.TextChannel):
-            return channel, reply_to, msg.thread
-        # A greeting or a file without text gets a short inline answer, not a thread of its own.
-        if not self.settings.discord_threads or is_blank(msg.text):
-            return channel, reply_to, msg.thread
-        try:
-            thread = await message.create_thread(name=thread_title(msg.text), auto_archive_duration=1440)
-        except discord.NotFound:
-            logger.info("question %s was deleted before it could be answered", message.id)
-            return None, None, ""
-        except discord.HTTPException as e:
-            if e.code == 160004:  # a thread already exists for this message (e.g. made by a person)
-                existing = channel.get_thread(message.id)
-                if existing is not None:
-                    return existing, None, str(existing.id)
-            logger.warning("could not start a thread in #%s (%s); answering in the channel", channel, e)
-            return channel, reply_to, msg.thread
-        return thread, None, str(thread.id)
-
-    async def _history(self, message: discord.Message | None, channel: Any, *,
-                       in_thread: bool) -> tuple[Message, ...] | None:
-        """The conversation so far as read from Discord: the thread's messages, or the chain of replies
-        this message answers. () for a fresh question in a channel; None in a DM (the engine's memory)."""
-        limit = max(2, 2 * self.settings.history_turns)
-        try:
-            if in_thread:
-                found = await self._thread_messages(channel, message, limit)
-            elif message is not None and message.reference is not None:
-                found = await self._reply_chain(message, limit)
-            else:
-                return None if message is not None and message.guild is None else ()
-        except discord.HTTPException as e:
-            logger.info("could not read the conversation so far (%s); answering without it", e)
-            return ()
-        return self._as_history(found)
-
-    async def _thread_messages(self, thread: discord.Thread, before: discord.Message | None,
-                               limit: int) -> list[discord.Message]:
-        found = [m async for m in thread.history(limit=limit, before=before)]
-        found.reverse()
-        # A thread started from a message: that message (the first question) lives in the parent channel.
-        parent = thread.parent
-        if isinstance(parent, discord.TextChannel) and not any(m.id == thread.id for m in found):
-            starter = thread.starter_message
-            if starter is None:
-                with contextlib.suppress(discord.NotFound, discord.Forbidden):
-                    starter = await parent.fetch_message(thread.id)
-            if starter is not None:
-                found.insert(0, starter)
-        return found
-
-    async def _reply_chain(self, message: discord.Message, limit: int) -> list[discord.Message]:
-        chain: list[discord.Message] = []
-        ref = message.reference
-        while ref is not None and ref.message_id is not None and len(chain) < limit:
-            if ref.type is not discord.MessageReferenceType.reply or ref.channel_id != message.channel.id:
-                break  # a forward or a cross-channel link: not this conversation
-            previous = ref.resolved if isinstance(ref.resolved, discord.Message) else ref.cached_message
-            if previous is None:
-                try:
-                    previous = await message.channel.fetch_message(ref.message_id)
-                except discord.NotFound:
-                    break  # deleted: the chain ends here
-            chain.append(previous)
-            ref = previous.reference
-        chain.reverse()
-        return chain
-
-    def _as_history(self, found: list[discord.Message]) -> tuple[Message, ...]:
-        me = self.client.user
-        history: list[Message] = []
-        for m in found:
-            if m.type not in _CONVERSATION_TYPES:
-                continue
-            text = clean_text(strip_mentions(clean_text(m.content), {me.id} if me else set()))
-            if is_blank(text):
-                continue
-            role = "assistant" if me is not None and m.author.id == me.id else "user"
-            if history and history[-1].role == role:  # the parts of a split answer are one turn
-                history[-1] = Message(role, history[-1].content + "\n" + text)
-            else:
-                history.append(Message(role, text))
-        return tuple(history)
 
     # -- posting -------------------------------------------------------------------------------------------
 
@@ -340,25 +218,19 @@ class DiscordFrontEnd:
 
     async def _ask(self, interaction: discord.Interaction, question: str, *, preset: str | None,
                    mode: str | None, private: bool) -> None:
-        # Discord wants an acknowledgement within 3 s: show "thinking…" first, then do the work.
+        # Discord wants an acknowledgement within 3 s: show "thinking…" first, then do the work. The options
+        # themselves are read from the payload by translate (discord.py's parsed arguments only pick `private`).
         await interaction.response.defer(thinking=True, ephemeral=private)
         channel = interaction.channel
         in_thread = isinstance(channel, discord.Thread)
-        channel_id = str(channel.parent_id if in_thread else interaction.channel_id)
-        parent = channel.parent if in_thread else channel
-        history = await self._history(None, channel, in_thread=True) if in_thread else \
+        history = await read_history(self.posting, None, channel, in_thread=True) if in_thread else \
             (None if interaction.guild_id is None else ())
-        msg = IncomingMessage(
-            platform=PLATFORM, text=clean_text(question), user=str(interaction.user.id), channel=channel_id,
-            thread=str(channel.id) if in_thread else "",
-            workspace=str(interaction.guild_id or ""),
-            channel_name=self._profile_name(channel_id, clean_text(getattr(parent, "name", "")), interaction.guild),
-            message_ref=str(interaction.id), is_dm=interaction.guild_id is None, mentioned=True,
-            in_bot_thread=in_thread and channel.owner_id == getattr(self.client.user, "id", None),
-            event_id=f"{PLATFORM}:interaction:{interaction.id}", history=history, preset=preset, mode=mode,
-            private=private,
-        )
-        await self.dispatcher.handle(msg, _InteractionOutlet(self, interaction, ephemeral=private))
+        msg = ask_message(interaction_data(interaction),
+                          channel=channel_data(channel) or {"id": str(interaction.channel_id or "")},
+                          parent=parent_data(channel), bot_user_id=self.posting.bot_user_id)
+        msg = replace(msg, history=history, private=private,
+                      channel_name=self._profile_name(msg.channel, msg.channel_name, interaction.guild))
+        await self.dispatcher.handle(msg, InteractionOutlet(self.posting, interaction, ephemeral=private))
 
     # -- feedback ------------------------------------------------------------------------------------------
 
@@ -369,37 +241,34 @@ class DiscordFrontEnd:
         await _guarded(self._reaction(payload, added=False), f"reaction on {payload.message_id}")
 
     async def _reaction(self, payload: discord.RawReactionActionEvent, *, added: bool) -> None:
-        me = self.client.user
-        if me is not None and payload.user_id == me.id:
-            return
-        if payload.member is not None and payload.member.bot:
+        reaction = reaction_event(reaction_data(payload), added=added, bot_user_id=self.posting.bot_user_id)
+        if reaction is None:
             return
         async with self._reactions:
-            await self.dispatcher.reaction(Reaction(
-                platform=PLATFORM, user=str(payload.user_id), emoji=payload.emoji.name or str(payload.emoji),
-                message_ref=str(payload.message_id), added=added, channel=str(payload.channel_id),
-            ))
+            await self.dispatcher.reaction(reaction)
 
-    async def on_button(self, interaction: discord.Interaction, action: str, interaction_id: str) -> None:
-        user = str(interaction.user.id)
-        if action in ("up", "down"):
+    async def on_button(self, interaction: discord.Interaction) -> None:
+        """One of Kaizen's buttons (see `_feedback_button`): 👍/👎 votes, "Correct this answer", "Try another"."""
+        press = button_press(interaction_data(interaction))
+        if press is None:
+            return
+        if press.action in ("up", "down"):
             answer = VOTE_THANKS
             try:
-                await self.dispatcher.button(ButtonPress(PLATFORM, user, action, interaction_id))
+                await self.dispatcher.button(press)
             except Exception:  # the press must still be acknowledged, or Discord shows "interaction failed"
-                logger.exception("could not record a %s vote on %s", action, interaction_id)
+                logger.exception("could not record a %s vote on %s", press.action, press.interaction_id)
                 answer = VOTE_FAILED
             await interaction.response.send_message(answer, ephemeral=True)
             return
-        if action == "correct":  # a dialog with the answer's text to edit; its submission is the correction
+        if press.action == "correct":  # a dialog with the answer's text to edit; its submission is the correction
             answer = interaction.message.content if interaction.message is not None else ""
-            await interaction.response.send_modal(_CorrectionModal(self, interaction_id, clean_text(answer)))
+            await interaction.response.send_modal(_CorrectionModal(self, press.interaction_id, clean_text(answer)))
             return
         # "Try another answer": the dispatcher's flow, rate-limited like a question (it runs the model again).
         ephemeral = interaction.message is not None and interaction.message.flags.ephemeral
         await interaction.response.defer(thinking=True, ephemeral=ephemeral)
-        await self.dispatcher.handle_another(ButtonPress(PLATFORM, user, "another", interaction_id),
-                                             _InteractionOutlet(self, interaction, ephemeral=ephemeral))
+        await self.dispatcher.handle_another(press, InteractionOutlet(self.posting, interaction, ephemeral=ephemeral))
 
 
 class _CorrectionModal(discord.ui.Modal, title="Correct this answer"):
@@ -414,94 +283,28 @@ class _CorrectionModal(discord.ui.Modal, title="Correct this answer"):
         self.add_item(self.text)
 
     async def on_submit(self, interaction: discord.Interaction) -> None:
-        user = str(interaction.user.id)
-        press = ButtonPress(PLATFORM, user, "correct", self.interaction_id, reason=clean_text(self.text.value))
+        press = correction(interaction_data(interaction), self.interaction_id)
         try:
             text = await self.front.dispatcher.correct(press)
         except Exception as e:
             logger.info("correction of %s not kept: %s", self.interaction_id, e)
             await interaction.response.send_message(CORRECTION_FAILED, ephemeral=True)
             return
-        await interaction.response.send_message(f"✏️ Corrected by <@{user}>:\n{text}"[:2000])
-
-
-class _MessageOutlet:
-    """The dispatcher's outlet for a message: a thread of its own for a question in a channel (else right there),
-    the conversation so far read from Discord, the typing indicator while the answer streams."""
-
-    def __init__(self, front: DiscordFrontEnd, message: discord.Message, channel: Any) -> None:
-        self.front, self.message, self.channel = front, message, channel
-        self.poster: AnswerPoster | None = None
-        self._typing = contextlib.AsyncExitStack()
-
-    async def prepare(self, msg: IncomingMessage) -> IncomingMessage:
-        return msg
-
-    async def open(self, msg: IncomingMessage) -> IncomingMessage | None:
-        front = self.front
-        target, reference, thread = await front._destination(self.message, self.channel, msg)
-        if target is None:
-            return None
-        history = await front._history(self.message, self.channel, in_thread=isinstance(self.channel, discord.Thread))
-        self.poster = AnswerPoster(channel_sender(target, reference), interval=front.edit_interval)
-        await self._typing.enter_async_context(typing(target))
-        return replace(msg, thread=thread, history=history)
-
-    def feed(self, text: str) -> None:
-        if self.poster is not None:
-            self.poster.feed(text)
-
-    async def deliver(self, reply: Reply) -> list[str]:
-        await self._typing.aclose()
-        assert self.poster is not None
-        messages = await self.poster.finish(reply.answer, embed=sources_embed(reply.sources),
-                                            view=self.front._buttons(reply, private=False))
-        return [str(m.id) for m in messages]
-
-    async def fail(self, text: str) -> None:
-        await self._typing.aclose()
-        if self.poster is not None:
-            await self.poster.finish(text)
-
-
-class _InteractionOutlet:
-    """The dispatcher's outlet for an interaction (/ask, "Try another answer"), already deferred: the answer
-    replaces "thinking…", later parts follow up; ephemeral ones get vote buttons (they cannot get reactions)."""
-
-    def __init__(self, front: DiscordFrontEnd, interaction: discord.Interaction, *, ephemeral: bool) -> None:
-        self.front, self.ephemeral = front, ephemeral
-        self.poster = AnswerPoster(interaction_sender(interaction, ephemeral=ephemeral), interval=front.edit_interval)
-
-    async def prepare(self, msg: IncomingMessage) -> IncomingMessage:
-        return msg
-
-    async def open(self, msg: IncomingMessage) -> IncomingMessage | None:
-        return msg
-
-    def feed(self, text: str) -> None:
-        self.poster.feed(text)
-
-    async def deliver(self, reply: Reply) -> list[str]:
-        messages = await self.poster.finish(reply.answer, embed=sources_embed(reply.sources),
-                                            view=self.front._buttons(reply, private=self.ephemeral))
-        return [str(m.id) for m in messages]
-
-    async def fail(self, text: str) -> None:
-        await self.poster.finish(text)
+        await interaction.response.send_message(f"✏️ Corrected by <@{press.user}>:\n{text}"[:2000])
 
 
 def _feedback_button(front: DiscordFrontEnd) -> type[discord.ui.DynamicItem[discord.ui.Button]]:
     """The class of Kaizen's buttons for this front end. The reply id lives in the custom id, so buttons keep
     working after a restart (discord.py routes them by the template, not by a stored view)."""
     class FeedbackButton(discord.ui.DynamicItem[discord.ui.Button],
-                         template=r"kaizen:(?P<action>up|down|another|correct):(?P<id>[0-9a-f]{32})"):
+                         template=BUTTON_ID.pattern):
         LOOKS = {"up": ("Helpful", "👍"), "down": ("Not helpful", "👎"),
                  "another": ("Try another answer", "🔄"), "correct": ("Correct this answer", "✏️")}
 
         def __init__(self, action: str, interaction_id: str) -> None:
             label, emoji = self.LOOKS[action]
             super().__init__(discord.ui.Button(label=label, emoji=emoji, style=discord.ButtonStyle.secondary,
-                                               custom_id=f"kaizen:{action}:{interaction_id}"))
+                                               custom_id=custom_id(action, interaction_id)))
             self.action = action
             self.interaction_id = interaction_id
 
@@ -511,7 +314,7 @@ def _feedback_button(front: DiscordFrontEnd) -> type[discord.ui.DynamicItem[disc
             return cls(match["action"], match["id"])
 
         async def callback(self, interaction: discord.Interaction) -> None:
-            await _guarded(front.on_button(interaction, self.action, self.interaction_id),
+            await _guarded(front.on_button(interaction),
                            f"button {self.action} on {self.interaction_id}")
 
     return FeedbackButton

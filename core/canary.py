@@ -165,7 +165,7 @@ class _AdapterBound:
     def __getattr__(self, name: str) -> Any:
         # Only what the model has: the agent picks its protocol by what is there (hasattr).
         attr = getattr(self._model, name)
-        if name in ("complete", "choose"):
+        if name in ("complete", "choose", "continue_answer"):
             return functools.partial(attr, adapter=self._bound)
         if name == "generate_with_tools":
             if "adapter" not in inspect.signature(attr).parameters:

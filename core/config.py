@@ -121,6 +121,10 @@ class RagSettings(_Strict):
     min_score: float = Field(default=0.2, ge=-1.0, le=1.0)
     # Text files larger than this (MB) are read, chunked, embedded and stored block by block (bounded memory).
     stream_above_mb: float = Field(default=4.0, gt=0)
+    # How a rag answer is written: "quote" opens it with the excerpt sentence that answers the question, cited,
+    # and the model continues from there (in-process backend; core/rag/evidence.py says why); "generate" lets the
+    # model write it all. bench/quality.py, docs set: see README.
+    answer_style: Literal["quote", "generate"] = "quote"
     weaviate_collection: str = Field(default="KaizenChunks", pattern=r"^[A-Z][A-Za-z0-9_]*$")
     weaviate_grpc_port: int = Field(default=50051, ge=1, le=65535)
 

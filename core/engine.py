@@ -117,7 +117,8 @@ class Engine:
         trace += built.trace
         stream = None if profile.chain_of_thought else on_text
         model = with_adapter(self.model, self.canary.adapter_for(turn.conversation_key))
-        gens = await model.generate(built.messages, decoding, on_text=stream)
+        lead = await self._evidence(turn.text.strip(), mode, sources, profile, model, trace)
+        gens = await _generate(model, built.messages, decoding, stream, lead)
         reply = self._reply(turn, gens[0], built.messages, decoding, preset, mode, sources, trace, profile)
         reply.adapter = model.adapter
         if turn.history is None:
@@ -146,8 +147,10 @@ class Engine:
             context_window=self.model.context_window, reserve=decoding.max_new_tokens,
         )
         model = with_adapter(self.model, self.canary.adapter_for(turn.conversation_key))
-        gens = await model.generate(built.messages, decoding)
-        replies = [self._reply(turn, g, built.messages, decoding, preset, mode, sources, list(trace + built.trace),
+        trace += built.trace
+        lead = await self._evidence(turn.text.strip(), mode, sources, profile, model, trace)
+        gens = await _generate(model, built.messages, decoding, None, lead)
+        replies = [self._reply(turn, g, built.messages, decoding, preset, mode, sources, list(trace),
                                profile) for g in gens]
         for r in replies:
             r.adapter = model.adapter
@@ -166,8 +169,10 @@ class Engine:
         messages = [m.as_dict() for m in previous.prompt]
         stream = None if profile.chain_of_thought else on_text
         model = with_adapter(self.model, self.canary.adapter_for(previous.turn.conversation_key))
-        gens = await model.generate(messages, decoding, on_text=stream)
         trace = [TraceStep("another", {"of": previous.id, "decoding": decoding.model_dump()})]
+        # A quoted rag answer the user did not like: the next evidence sentence opens this one.
+        lead = _next_lead(previous.trace, trace) if hasattr(model, "continue_answer") else ""
+        gens = await _generate(model, messages, decoding, stream, lead)
         reply = self._reply(previous.turn, gens[0], messages, decoding, previous.preset, previous.mode,
                             previous.sources, trace, profile)
         reply.adapter = model.adapter
@@ -205,6 +210,21 @@ class Engine:
         if not sources and (turn.mode or profile.mode) == "auto":
             mode = "chat"  # auto: nothing relevant in the docs, so just chat
         return mode, sources, trace
+
+    async def _evidence(self, question: str, mode: str, sources: list[Source], profile: ChannelProfile,
+                        model: Any, trace: list[TraceStep]) -> str:
+        """The opening of a quoted rag answer (rag.answer_style "quote"): the excerpt sentence that answers the
+        question, cited as [n]; "" when the answer is generated whole (another style, chain-of-thought, a backend
+        that cannot continue a partial answer, or no sentence found). The ranking goes into the trace."""
+        if (mode != "rag" or not sources or self.settings.rag.answer_style != "quote" or profile.chain_of_thought
+                or not hasattr(model, "continue_answer") or not hasattr(self.retriever, "evidence")):
+            return ""
+        ranked = await self.retriever.evidence(question, sources)
+        if not ranked:
+            return ""
+        sentences = [[e.source + 1, e.sentence, round(e.score, 4)] for e in ranked[:EVIDENCE_KEPT]]
+        trace.append(TraceStep("evidence", {"sentences": sentences, "used": 0}))
+        return _cite(sentences[0])
 
     async def _agent(self, turn: Turn, profile: ChannelProfile, decoding: DecodingConfig, preset: str,
                      trace: list[TraceStep], t0: float) -> Reply:
@@ -290,6 +310,47 @@ class Engine:
             self._restricted_seen[key] = entry
             while len(self._restricted_seen) > self.memory.max_conversations:
                 self._restricted_seen.popitem(last=False)
+
+
+EVIDENCE_KEPT = 3  # evidence sentences kept in the trace: "Try another answer" opens with the next one
+
+
+def _cite(entry: list) -> str:
+    n, sentence = entry[0], entry[1]
+    return f"{sentence} [{n}]"
+
+
+def _next_lead(previous: list[TraceStep], trace: list[TraceStep]) -> str:
+    """The lead of another answer to a quoted rag reply (its trace's next evidence sentence); "" if it had none."""
+    step = next((t for t in previous if t.kind == "evidence"), None)
+    if step is None or not step.detail.get("sentences"):
+        return ""
+    sentences = step.detail["sentences"]
+    used = (step.detail.get("used", 0) + 1) % len(sentences)
+    trace.append(TraceStep("evidence", {"sentences": sentences, "used": used}))
+    return _cite(sentences[used])
+
+
+def _join(lead: str, text: str) -> str:
+    """A quoted answer: the lead, then the model's continuation up to its first blank line (a small model rambles
+    on in a new paragraph)."""
+    text = text.split("\n\n")[0].strip()
+    if not text:
+        return lead
+    return lead + ("" if text[0] in ".,;:!?)" else " ") + text
+
+
+async def _generate(model: Any, messages: list[dict[str, str]], decoding: DecodingConfig, on_text: OnText | None,
+                    lead: str) -> list[Generation]:
+    """`model.generate`, or with a `lead` the model's continuation of an answer that begins with it (the lead is
+    streamed at once and is part of every generation's text)."""
+    if not lead:
+        return await model.generate(messages, decoding, on_text=on_text)
+    if on_text is not None:
+        on_text(lead)
+    stream = None if on_text is None else (lambda text: on_text(_join(lead, text)))
+    gens = await model.continue_answer(messages, lead, decoding, on_text=stream)
+    return [dataclasses.replace(g, text=_join(lead, g.text)) for g in gens]
 
 
 def _sampling_variant(base: DecodingConfig, *, n: int) -> DecodingConfig:

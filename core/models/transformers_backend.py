@@ -177,6 +177,15 @@ class TransformersChatModel(ConstrainedDecoding):
             raise ValueError(f"unknown adapter {adapter!r}; loaded: {', '.join(self.adapters) or 'none'}")
         return await self._submit(self._encode_chat(messages), decoding, adapter, on_text)
 
+    async def continue_answer(self, messages, prefix: str, decoding, *, adapter=None,
+                              on_text=None) -> list[Generation]:
+        """Like `generate`, but the assistant's answer already begins with `prefix` (its tokens follow the chat
+        prompt's assistant header); the generations hold only what comes after it, and so does `on_text`."""
+        adapter = self._adapter if adapter is None else adapter
+        if adapter and adapter not in self.adapters:
+            raise ValueError(f"unknown adapter {adapter!r}; loaded: {', '.join(self.adapters) or 'none'}")
+        return await self._submit(self._prefixed_ids(messages, prefix), decoding, adapter, on_text)
+
     async def _submit(self, prompt_ids: list[int], decoding, adapter: str, on_text=None, *, mask=None,
                       stop: tuple[str, ...] = ()) -> list[Generation]:
         loop = asyncio.get_running_loop()

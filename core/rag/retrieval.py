@@ -19,6 +19,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore
 
 from core.config import Settings
 from core.rag.embeddings import load_embedder, model_name
+from core.rag.evidence import Evidence, rank_evidence
 from core.rag.sources import RagError, SourceRegistry
 from core.rag.stores import ChunkStore, access_filters, open_store
 from core.types import Source
@@ -95,6 +96,15 @@ class Retriever:
         core/rag/sources.py): names never grant access.
         """
         return await asyncio.to_thread(self.search, query, channel=channel, k=k)
+
+    async def evidence(self, question: str, sources: Sequence[Source]) -> list[Evidence]:
+        """The sentences of `sources` that answer `question`, best first (core/rag/evidence.py)."""
+        def rank() -> list[Evidence]:
+            self.warm()
+            return rank_evidence(question, sources, embed_query=self._embedder.get_query_embedding,
+                                 embed_texts=self._embedder.get_text_embedding_batch)
+
+        return await asyncio.to_thread(rank)
 
     def search(self, query: str, *, channel: Channels | None, k: int | None = None) -> list[Source]:
         """Blocking form of `retrieve`. `channel=None` searches every source: for operators' tools only."""

@@ -333,8 +333,10 @@ def _next_lead(previous: list[TraceStep], trace: list[TraceStep]) -> str:
 
 def _join(lead: str, text: str) -> str:
     """A quoted answer: the lead, then the model's continuation up to its first blank line (a small model rambles
-    on in a new paragraph)."""
-    text = text.split("\n\n")[0].strip()
+    on in a new paragraph), without the continuation's own [n] marks: the lead's citation is Kaizen's and points
+    at the excerpt that holds the sentence, while the model's marks are unchecked guesses (e.g. "[2]" after a
+    claim no excerpt makes)."""
+    text = re.sub(r"\s*\[\d+\]", "", text.split("\n\n")[0]).strip()
     if not text:
         return lead
     return lead + ("" if text[0] in ".,;:!?)" else " ") + text

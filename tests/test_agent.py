@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+import re
 
 import pytest
 
@@ -210,6 +211,33 @@ async def test_real_model_uses_the_calculator(agent_engine):
     json.dumps(actions[0]["arguments"])  # parses: it is plain JSON
     assert "391" in reply.answer
     assert reply.mode == "agent" and reply.prompt[-1].role == "assistant"
+
+
+async def test_real_model_copies_the_expression_it_was_given(agent_engine):
+    # bench/agent.py: the 135M model re-typed "98 + 57" as "98 + 47"; the argument is now chosen among the question's
+    # own arithmetic spans.
+    reply = await agent_engine.answer(Turn(text="Calculate 98 + 57.", decoding={"max_new_tokens": 48}))
+    actions = [s.detail for s in reply.trace if s.kind == "action"]
+    assert actions and actions[0]["arguments"] == {"expression": "98 + 57"} and actions[0]["observation"] == "155"
+    assert "155" in reply.answer
+
+
+def test_arithmetic_spans_are_the_expressions_written_out():
+    from core.tools import arithmetic_spans
+
+    assert arithmetic_spans("What is 15% of 200? Compute 200 * 0.15.") == ["200 * 0.15"]
+    assert arithmetic_spans("What is (3 + 4) * 2, and 4/2?") == ["(3 + 4) * 2", "4/2"]
+    assert arithmetic_spans("Is 2026-12-01 a Monday?") == [] and arithmetic_spans("What is 1250 divided by 5?") == []
+
+
+def test_examples_only_for_the_channels_tools():
+    from core.agent import system_prompt
+
+    tools = build_tools(ToolSettings(), ["current_time"])
+    prompt = system_prompt("You help.", tools)
+    assert "Action: current_time" in prompt and "Action: calculator" not in prompt and "search_docs" not in prompt
+    # Weekday and month by name, the ISO date in brackets: "Tuesday 1 December 2026 (2026-12-01) 04:00:00 UTC".
+    assert re.fullmatch(r"[A-Z][a-z]+day \d{1,2} [A-Z][a-z]+ \d{4} \(\d{4}-\d\d-\d\d\) [\d:]{8} UTC", current_time())
 
 
 async def test_real_model_cannot_reach_disabled_tool(default_model, isolated_env):

@@ -7,7 +7,8 @@ A front end translates a platform payload into a `bot.events` value and hands it
 final parts). Deciding uses only reads, so de-duplication still comes before anything is posted. Votes
 (reactions, buttons) and "Try another answer" go through the same object. De-duplication, part refs and
 reactions that arrive while an answer streams are kept in the feedback database (`feedback.frontend`), so they
-hold across replicas and restarts; without a store they are kept in memory.
+hold across replicas and restarts; without a store they are kept in memory. De-duplication is `bot.dedup`'s, the
+per-user rate limit (shared through the database too) `bot.ratelimit`'s.
 """
 
 from __future__ import annotations
@@ -18,11 +19,13 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from bot.dedup import Claims, event_keys
 from bot.events import ButtonPress, IncomingMessage, Reaction, vote_value
 from bot.ratelimit import Limiter, RateLimiter
+from bot.replies import load_reply
 from core.engine import MODES, Engine
 from core.text import clean_text, is_blank
-from core.types import Message, Reply, Source, TraceStep, Turn
+from core.types import Reply, TraceStep, Turn
 from feedback import FeedbackError
 
 __all__ = ["APOLOGY", "RATE_LIMITED", "SHUTTING_DOWN", "UNKNOWN_ANSWER", "Dispatcher", "Outlet", "RateLimiter",
@@ -65,25 +68,6 @@ class Outlet(Protocol):
         ...
 
 
-class _Seen:
-    """A bounded set of recently seen keys: the fallback de-duplication without a database."""
-
-    def __init__(self, size: int = 10_000) -> None:
-        self.size = size
-        self._ids: OrderedDict[str, None] = OrderedDict()
-
-    def add(self, key: str) -> bool:
-        """True the first time `key` is seen."""
-        if not key:
-            return True
-        if key in self._ids:
-            return False
-        self._ids[key] = None
-        while len(self._ids) > self.size:
-            self._ids.popitem(last=False)
-        return True
-
-
 class Dispatcher:
     """The platform-neutral flow. `store` is a `feedback.FeedbackStore` (or None: nothing is recorded and state
     stays in this process)."""
@@ -99,9 +83,9 @@ class Dispatcher:
             from feedback.frontend import FrontendState
 
             self.state = FrontendState(db)
+        self.claims = Claims(self.state)
         # Shared by every replica on the feedback database; per process without one.
         self.limiter = Limiter(rate_limit_per_minute, engine=db)
-        self._seen = _Seen()
         self._recent: OrderedDict[str, Reply] = OrderedDict()
         # (platform, channel, thread) the bot answers in; bounded, oldest forgotten first.
         self.bot_threads: OrderedDict[tuple[str, str, str], None] = OrderedDict()
@@ -138,7 +122,7 @@ class Dispatcher:
     async def handle_another(self, press: ButtonPress, outlet: Outlet) -> Reply | None:
         """"Try another answer": the same flow, rate-limited like a question, in the first answer's conversation.
         An unknown first answer gets a short note."""
-        previous = self._recent.get(press.interaction_id) or await self._load(press.interaction_id)
+        previous = self._recent.get(press.interaction_id) or await load_reply(self.store, press.interaction_id)
         turn = previous.turn if previous is not None else Turn(text="", platform=press.platform)
         msg = IncomingMessage(platform=turn.platform, text=turn.text, user=press.user, channel=turn.channel,
                               thread=turn.thread, workspace=turn.workspace, channel_name=turn.channel_name,
@@ -179,19 +163,7 @@ class Dispatcher:
 
     async def claim(self, platform: str, keys: list[str]) -> bool:
         """True the first time an event with any of `keys` is seen, on any replica (False for retries)."""
-        keys = [k for k in keys if k]
-        if not keys:
-            return True
-        local = [self._seen.add(f"{platform}:{k}") for k in keys]
-        if self.state is None:
-            return all(local)
-        if not all(local):
-            return False
-        try:
-            return await asyncio.to_thread(self.state.claim, platform=platform, keys=keys)
-        except Exception as e:  # the database is down: answer rather than drop (this process still de-duplicates)
-            logger.warning("event de-duplication unavailable (%s); relying on this process's memory", e)
-            return True
+        return await self.claims.claim(platform, keys)
 
     def should_answer(self, msg: IncomingMessage) -> bool:
         """Own and other bots' messages never; DMs and mentions always; follow-ups in the bot's threads when the
@@ -336,7 +308,7 @@ class Dispatcher:
     async def another(self, interaction_id: str, *, user: str, on_text: OnText | None = None) -> Reply | None:
         """A sibling answer to `interaction_id`; `user` ("platform:id") counts against the rate limit like a
         question. None when the first answer is unknown."""
-        previous = self._recent.get(interaction_id) or await self._load(interaction_id)
+        previous = self._recent.get(interaction_id) or await load_reply(self.store, interaction_id)
         if previous is None:
             return None
         if not await self.limiter.allow(user):
@@ -385,24 +357,6 @@ class Dispatcher:
         while len(self._recent) > 1000:
             self._recent.popitem(last=False)
 
-    async def _load(self, interaction_id: str) -> Reply | None:
-        """Rebuild a reply from the store (after a restart, or on another replica)."""
-        if self.store is None:
-            return None
-        row = await asyncio.to_thread(self.store.get_interaction, interaction_id=interaction_id)
-        if row is None:
-            return None
-        conv = await asyncio.to_thread(self.store.get_conversation, conversation_id=row.conversation_id)
-        turn = Turn(text=row.question, platform=row.platform, user=row.user_id,
-                    channel=getattr(conv, "channel", ""), workspace=getattr(conv, "workspace", ""),
-                    channel_name=getattr(conv, "channel_name", ""), thread=getattr(conv, "thread", ""))
-        return Reply(answer=row.answer, turn=turn, id=row.id,
-                     prompt=[Message(m["role"], m["content"]) for m in row.prompt],
-                     sources=[Source(id=s.get("id", ""), text="", title=s.get("title", ""), uri=s.get("uri", ""),
-                                     channels=tuple(s.get("channels") or ())) for s in row.sources],
-                     model=row.model, adapter=row.adapter, preset=row.preset, mode=row.mode,
-                     decoding=dict(row.decoding))
-
     def _canned(self, msg: IncomingMessage, text: str, kind: str) -> Reply:
         turn = Turn(text=clean_text(msg.text), platform=msg.platform, workspace=msg.workspace, channel=msg.channel,
                     channel_name=msg.channel_name, thread=msg.thread, user=msg.user)
@@ -411,13 +365,6 @@ class Dispatcher:
     @staticmethod
     def _canned_turn(turn: Turn, text: str, kind: str) -> Reply:
         return Reply(answer=text, turn=turn, called_model=False, mode="none", trace=[TraceStep(kind, {})])
-
-
-def event_keys(msg: IncomingMessage) -> list[str]:
-    """What identifies a delivery: the platform's event id (repeated by retries) and the user's message (repeated
-    when an edit re-delivers it, or when the same message comes as two kinds of event)."""
-    return [f"event:{msg.event_id}" if msg.event_id else "",
-            f"message:{msg.message_ref}" if msg.message_ref else ""]
 
 
 async def _quietly(work: Any) -> None:

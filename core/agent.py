@@ -21,6 +21,7 @@ import difflib
 import json
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -198,10 +199,14 @@ def _loose_json(raw: str, tool: Tool) -> dict[str, Any]:
 
 
 class ReActAgent:
-    def __init__(self, model: Any, tools: dict[str, Tool], cfg: ToolSettings) -> None:
+    def __init__(self, model: Any, tools: dict[str, Tool], cfg: ToolSettings, *,
+                 evidence: Callable[[str, list[Source]], Awaitable[list[Any]]] | None = None) -> None:
+        """`evidence`: ranks the sentences of excerpts for a question (core.rag.Retriever.evidence); with it, a
+        final answer after a document search opens with the best sentence, cited, like a quoted rag answer."""
         self.model = model
         self.tools = tools
         self.cfg = cfg
+        self.evidence = evidence
 
     @property
     def constrained(self) -> bool:
@@ -243,7 +248,7 @@ class ReActAgent:
                 **({"error": step["error"]} if "error" in step else {}),
             }))
             pad += f" {self._shown(step, observation)}\n"
-            observed = self._answer_value(step, observation) or observed
+            observed = self._answer_value(step, observation) or await self._quote(question, step) or observed
             if self._too_long(messages, pad, decoding):
                 result.trace.append(TraceStep("trim", {"what": "agent", "reason": "scratchpad reached the context"}))
                 break
@@ -342,6 +347,17 @@ class ReActAgent:
     # Before issue 17 the final answer was free text only; bench/quality.py sets this to measure that.
     free_final_answer = False
 
+    async def _quote(self, question: str, step: dict[str, Any]) -> str:
+        """The excerpt sentence that answers `question`, cited as the observation numbered it ("[n]"), when the
+        step read documents and an `evidence` ranker is set; else "". The 135M model's free final answer after a
+        search rarely states the fact it was shown."""
+        tool = self.tools.get(step.get("tool") or "")
+        sources = step.get("sources") or []
+        if self.evidence is None or "error" in step or tool is None or tool.reads != "documents" or not sources:
+            return ""
+        ranked = await self.evidence(question, list(sources))
+        return f"{ranked[0].sentence} [{ranked[0].source + 1}]" if ranked else ""
+
     def _answer_value(self, step: dict[str, Any], observation: str) -> str:
         """A computed tool's result (calculator, clock), short enough to be the answer itself; else ""."""
         tool = self.tools.get(step.get("tool") or "")
@@ -389,6 +405,7 @@ class ReActAgent:
             step["error"] = f"{tool.name} failed: {type(e).__name__}: {_no_server_paths(str(e))}"
             return f"Error: {step['error']}"
         result.add_sources(output.sources)
+        step["sources"] = output.sources
         text = output.text
         limit = self.cfg.observation_max_chars
         if len(text) > limit:

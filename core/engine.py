@@ -235,7 +235,8 @@ class Engine:
                             k=self.settings.rag.top_k, audience=turn.audience or "")
         history = list(turn.history) if turn.history is not None else self.memory.get(turn.conversation_key)
         model = with_adapter(self.model, self.canary.adapter_for(turn.conversation_key))
-        agent = ReActAgent(model, tools, self.settings.tools)
+        quote = self.settings.rag.answer_style == "quote" and hasattr(self.retriever, "evidence")
+        agent = ReActAgent(model, tools, self.settings.tools, evidence=self.retriever.evidence if quote else None)
         try:
             result = await agent.run(persona=profile.system_prompt, history=history, question=turn.text.strip(),
                                      decoding=decoding)

@@ -359,6 +359,19 @@ def _http_get_tool(cfg: ToolSettings) -> Callable[..., Any]:
     return http_get
 
 
+_SEARCH_PREAMBLE = re.compile(
+    r"(?i)^\s*(?:please\s+)?(?:search|look\s+up|find|check)(?:\s+(?:in|for|through))?(?:\s+the)?(?:\s+company)?"
+    r"\s+(?:docs|documents|documentation|handbook|wiki)\b(?:\s+(?:for|about))?\s*[:,-]?\s*")
+
+
+def question_query(question: str) -> list[str]:
+    """The search_docs query a question itself makes: the question, less a leading "Search the docs:"-style
+    request. The retriever's hybrid search is built for whole questions, while the 135M model's own query for
+    "what does error E-4471 mean?" found only an unrelated notice (tests/test_engine_rag.py)."""
+    query = _SEARCH_PREAMBLE.sub("", question).strip()
+    return [query or question.strip()] if question.strip() else []
+
+
 def _search_docs_tool(retriever: Any, channel: Any, k: int) -> Callable[..., Any]:
     async def search_docs(query: str) -> ToolOutput:
         """Search the company documents this channel may read and return the most relevant excerpts.
@@ -418,7 +431,7 @@ def build_tools(cfg: ToolSettings, enabled: list[str], *, retriever: Any = None,
                 tools[name] = make_tool(current_time, timeout_s=cfg.timeout_s, reads="computed")
             case "search_docs" if retriever is not None:
                 tools[name] = make_tool(_search_docs_tool(retriever, channel, k), timeout_s=cfg.timeout_s,
-                                        reads="documents")
+                                        reads="documents", spans=question_query)
             case "http_get":
                 tools[name] = make_tool(_http_get_tool(cfg), timeout_s=cfg.timeout_s, audience=audience)
             case _ if name in custom:

@@ -16,6 +16,11 @@ for "How long does Mercury take to orbit the Sun?". Weights chosen on half of be
 questions; a grid of LEXICAL_WEIGHT 0/0.15/0.3/0.6, a novelty term 0/0.1/0.2 that never helped, NUMBER_BONUS
 0/0.1/0.2): the top sentence holds the expected fact for 0.72 of the tuning half and 0.78 of the other half
 (cosine alone: 0.56 / 0.75), one of the top two for 0.81 / 0.88; the excerpts hold it for 0.98.
+
+Sentences scoring under MIN_SCORE are not evidence: on that set every top sentence holding the fact scored 0.66
+or more (5th percentile), while the best sentence of another question's excerpts passed 0.5 for 1 in 64 (0.47 at
+the 95th percentile) — and a planted "Ignore all previous instructions…" scored 0.21 for a question about an
+error code, so a search that found the wrong excerpts is never quoted as the answer.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ __all__ = ["Evidence", "rank_evidence", "split_sentences"]
 
 LEXICAL_WEIGHT = 0.3
 NUMBER_BONUS = 0.2
+MIN_SCORE = 0.5
 MIN_CHARS = 16  # shorter pieces are headings, list debris or abbreviations cut off, not statements
 MAX_SENTENCES = 64  # per question: bounds the embedding work (top_k excerpts of ~200 words hold ~40)
 
@@ -78,8 +84,10 @@ def rank_evidence(
     *,
     embed_query: Callable[[str], Sequence[float]],
     embed_texts: Callable[[list[str]], Sequence[Sequence[float]]],
+    min_score: float = MIN_SCORE,
 ) -> list[Evidence]:
-    """The sentences of `sources` best first (see the module docstring for the score); [] when they hold none.
+    """The sentences of `sources` scoring at least `min_score`, best first (see the module docstring for the
+    score); [] when none does.
 
     `embed_query` / `embed_texts`: the retrieval embedder's query and document encoders (vectors of one size).
     """
@@ -95,4 +103,4 @@ def rank_evidence(
     if _ASKS_NUMBER.search(question):
         score += NUMBER_BONUS * np.array([bool(_DIGIT.search(s)) for _, s in pieces], dtype=np.float32)
     order = np.argsort(-score, kind="stable")
-    return [Evidence(pieces[j][0], pieces[j][1], float(score[j])) for j in order]
+    return [Evidence(pieces[j][0], pieces[j][1], float(score[j])) for j in order if score[j] >= min_score]

@@ -10,11 +10,13 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import threading
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlparse
 
+import numpy as np
 from llama_index.core.schema import BaseNode, NodeWithScore
 from llama_index.core.vector_stores.types import (
     BasePydanticVectorStore,
@@ -38,11 +40,13 @@ __all__ = ["ANN_MIN_ROWS", "ChunkStore", "access_filters", "open_store"]
 logger = logging.getLogger(__name__)
 
 # Below this many chunks a flat scan is already fast (a few ms); above it LanceDB gets an IVF index:
-# about sqrt(rows) k-means partitions of exact vectors, of which a query scans the nearest _NPROBES.
+# about sqrt(rows) k-means partitions of exact vectors, of which a query scans the nearest 5 % (at least
+# _MIN_PROBES: 16 of 316 at 100k chunks gave recall@10 1.000 against exact on text-like vectors, 8 gave 0.994).
 # IVF rather than HNSW because the access prefilter is cheap on it: HNSW with a filter mask searched 15x
 # slower at 100k chunks, while IVF only reads the probed partitions' rows (bench/retrieval.py).
 ANN_MIN_ROWS = 4096
-_NPROBES = 32
+_MIN_PROBES = 16
+_PROBE_SHARE = 0.05
 _TABLE = "chunks"
 _FILTER_COLUMNS = ("metadata.access", "metadata.source")
 
@@ -191,8 +195,18 @@ class LanceStore(ChunkStore):
         interval = timedelta(0) if follow_writes else None
         connection = lancedb.connect(str(uri), read_consistency_interval=interval)
         self.vector_store = _lance_vector_store_class()(
-            uri=str(uri), connection=connection, table_name=_TABLE, mode="create", nprobes=_NPROBES
+            uri=str(uri), connection=connection, table_name=_TABLE, mode="create"
         )
+        # The Lance dataset under the table (opened on the first dense search), its latest version, and how
+        # many IVF partitions a search of that version scans at least.
+        self._lance: Any = None
+        self._snapshot: Any = None
+        self._probes = _MIN_PROBES
+        self._lock = threading.Lock()
+        # Chunk fields read back by a dense search; not the serialised node (`_node_content`): it doubles the read.
+        # Nested fields as plain names, not {"title": "metadata.title"}: the renaming form reads them as computed
+        # expressions and was 1.8x slower at 100k chunks (paired, bench/retrieval.py's text-like vectors).
+        self._columns = ["id", "text", "vector", "_distance", *(f"metadata.{key}" for key in CHUNK_KEYS)]
 
     @property
     def _table(self) -> Any:
@@ -209,13 +223,57 @@ class LanceStore(ChunkStore):
     def dense(
         self, embedding: list[float], *, k: int, filters: MetadataFilters | None
     ) -> list[NodeWithScore]:
-        """The k chunks nearest `embedding` (cosine) that `filters` lets through, nearest first. The filter runs
-        inside the search (prefilter): over-fetching unfiltered and filtering here was measured slower at 100k
-        chunks on text-like vectors (13.8 vs 10.6 ms p50, paired): reading 4k rows back costs more than the filter."""
-        result = self.vector_store.query(
-            VectorStoreQuery(query_embedding=embedding, similarity_top_k=k, filters=filters)
-        )
-        return _scored(result.nodes, result.similarities)
+        """The k chunks nearest `embedding` (cosine) that `filters` lets through, nearest first.
+
+        The filter runs inside the search (prefilter, on the bitmap indexes of access and source): over-fetching
+        unfiltered and filtering here was measured slower at 100k chunks. The search goes straight to the Lance
+        dataset, a synchronous call into Rust: LanceDB's table API hops six times through its background event
+        loop per query, which cost more than the search itself at 100k chunks on a busy 2-core machine
+        (bench/retrieval.py).
+        """
+        from llama_index.vector_stores.lancedb.base import _to_lance_filter
+
+        dataset = self._dataset()
+        if dataset is None:
+            return []
+        query = np.asarray(embedding, dtype=np.float32)
+        rows = dataset.to_table(
+            columns=self._columns,
+            filter=None if filters is None else _to_lance_filter(filters, None),
+            prefilter=True,
+            limit=k,
+            # At least self._probes partitions, more only while fewer than k rows pass the filter (a channel
+            # that reads one small source): a fixed count would return fewer than k hits there.
+            nearest={"column": "vector", "q": query, "k": k, "metric": "cosine",
+                     "minimum_nprobes": self._probes, "search_effort": 0.0},
+        ).to_pydict()
+        return [
+            NodeWithScore(
+                node=chunk_node(text, {key: rows[f"metadata.{key}"][i] for key in CHUNK_KEYS}, id_=id_,
+                                embedding=vector),
+                score=1.0 - float(distance),
+            )
+            for i, (id_, text, vector, distance) in enumerate(
+                zip(rows["id"], rows["text"], rows["vector"], rows["_distance"], strict=True)
+            )
+        ]
+
+    def _dataset(self) -> Any:
+        """The table's Lance dataset at its latest version (None before the first write). Looking up the latest
+        version is a manifest listing (~15 us), so every search sees the last ingest, this process's or another's.
+        Each version is its own dataset object, never checked out in place under a search in another thread."""
+        with self._lock:
+            if self._lance is None:
+                table = self._table
+                if table is None:
+                    return None
+                self._lance = table.to_lance()
+            latest = self._lance.latest_version
+            if self._snapshot is None or self._snapshot.version != latest:
+                self._snapshot = self._lance.checkout_version(latest)
+                partitions = _partitions_for(self._snapshot.count_rows())
+                self._probes = max(_MIN_PROBES, math.ceil(_PROBE_SHARE * partitions))
+            return self._snapshot
 
     def lexical(self, text: str, *, k: int, filters: MetadataFilters | None) -> list[NodeWithScore]:
         query = VectorStoreQuery(
@@ -249,7 +307,7 @@ class LanceStore(ChunkStore):
         for column in _FILTER_COLUMNS:
             table.create_index(column, config=Bitmap(), replace=True)
         rows = table.count_rows()
-        partitions = max(16, min(1024, round(math.sqrt(rows))))
+        partitions = _partitions_for(rows)
         current = indexes.get(("vector",))
         # (Re)build when big enough, and again each time the table outgrew its partitions fourfold.
         if rows >= ANN_MIN_ROWS and (current is None or _partitions_of(current) * 2 <= partitions):
@@ -260,6 +318,11 @@ class LanceStore(ChunkStore):
                 config=IvfFlat(distance_type="cosine", num_partitions=partitions),
                 name=f"vector_ivf{partitions}",
             )
+
+
+def _partitions_for(rows: int) -> int:
+    """IVF partitions for a table of `rows` chunks: about sqrt(rows), 16 to 1024."""
+    return max(16, min(1024, round(math.sqrt(rows))))
 
 
 def _partitions_of(index_name: str) -> int:

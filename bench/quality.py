@@ -3,12 +3,14 @@
 Sets (bench/data/, all written for this project from public-domain facts):
 - general.jsonl — 66 general questions (facts, short instructions), chat mode;
 - docs/ + docs.jsonl — 16 short articles, ingested, and 64 questions whose answer must state a fact from them;
-- retrieval.jsonl — 48 held-out questions (paraphrased, not used for docs.jsonl) → the article that answers them;
+- sqlite_docs/articles/ + retrieval_sqlite_{dev,test}.jsonl — 59 real public-domain articles (the SQLite documentation)
+  in 200-word chunks, and 2 × 59 paraphrased questions → the article that answers them (dev tuned on, test held out);
 - the agent bench's tool questions (bench/agent.py: arithmetic, date/time, doc look-ups).
 
 Sampling presets run `--samples` times per question; accuracy is the mean ± standard deviation over runs.
 "Old" is what shipped before issue 17 (preset `balanced` at T=0.6/top-p 0.9/top-k 50, mode `chat`, a relevance gate
-on cosine only, the agent's free final answer); "new" is what ships now. Ends with exactly one line:
+on cosine only, chunks indexed without their title/section line, the agent's free final answer); "new" is what ships
+now. Ends with exactly one line:
 
     quality: general A, docs B, agent C, recall@5 D, MRR E
 
@@ -75,8 +77,17 @@ async def _docs(engine, items, new_preset: str, new_mode: str, samples: int, row
                                    overrides=overrides)
     [new] = await evaluate_answers(engine, items, presets=[new_preset], mode=new_mode, samples=samples,
                                    overrides=overrides)
+    engine.settings.rag.answer_style = "generate"  # rag answers as before: the model writes all of it
+    try:
+        [generated] = await evaluate_answers(engine, items, presets=[new_preset], mode="rag", samples=1,
+                                             overrides=overrides)
+    finally:
+        engine.settings.rag.answer_style = "quote"
     rows.append((f"docs: old default ({OLD_MODE}, balanced T=0.6)", _acc(old)))
     rows.append((f"docs: new default ({new_mode}, {new_preset})", _acc(new)))
+    old_rag = generated.rag_outcomes()
+    rows.append((f"docs: rag, answer written whole (old style), {new_preset}, 1 run: stating the fact",
+                 f"{sum(o.correct for o in old_rag) / max(1, len(old_rag)):.3f}"))
     rag = new.rag_outcomes()
     citing = [o for o in rag if o.citations]
     rows.append(("docs: answered from the documents (rag)", f"{len(rag) / max(1, sum(map(len, new.runs))):.3f}"))
@@ -90,55 +101,87 @@ async def _docs(engine, items, new_preset: str, new_mode: str, samples: int, row
 
 async def _agent(engine, items, preset: str, rows: list) -> float:
     from core import agent as agent_module
+    from core import tools as tools_module
     from core.answer_eval import evaluate_answers
 
     results = {}
+    examples, arithmetic, question_query = agent_module.EXAMPLES, tools_module.arithmetic_spans, \
+        tools_module.question_query
     for label, old in (("old", True), ("new", False)):
+        # Before issue 17: a free final answer, arguments re-typed by the model, only the calculator's worked
+        # example, search_docs answered without evidence sentences.
         agent_module.ReActAgent.free_final_answer = old
-        [arm] = await evaluate_answers(engine, items, presets=[preset], mode="agent", samples=1,
-                                       overrides={"max_new_tokens": 48})
+        if old:
+            agent_module.EXAMPLES = {"calculator": examples["calculator"]}
+            tools_module.arithmetic_spans = tools_module.question_query = None
+            engine.settings.rag.answer_style = "generate"
+        try:
+            [arm] = await evaluate_answers(engine, items, presets=[preset], mode="agent", samples=1,
+                                           overrides={"max_new_tokens": 48})
+        finally:
+            agent_module.EXAMPLES, tools_module.arithmetic_spans = examples, arithmetic
+            tools_module.question_query, engine.settings.rag.answer_style = question_query, "quote"
         results[label] = arm
     agent_module.ReActAgent.free_final_answer = False
-    rows.append(("agent: old final answer (free text)", _acc(results["old"])))
-    rows.append(("agent: new final answer", _acc(results["new"])))
+    rows.append(("agent: old (free final answer, re-typed arguments, one example)", _acc(results["old"])))
+    rows.append(("agent: new", _acc(results["new"])))
     for o in results["new"].misses()[:6]:
         rows.append(("  missed", f"{o.item.question} — want {o.item.expect[0]}; got {' '.join(o.answer.split())[:70]}"))
     return results["new"].mean
 
 
 def _retrieval(rag_settings, embedder, rows: list) -> tuple[float, float]:
+    """BM25 alone, the old and the new hybrid on the SQLite articles; (recall@5, MRR) of the new one, held out."""
     import numpy as np
 
-    from core.rag import Retriever
+    from core.rag import Retriever, ingest
+    from core.rag import chunking as chunking_module
     from core.rag import retrieval as retrieval_module
     from core.rag.eval import evaluate, is_hit, load_eval_set
 
-    items = load_eval_set(DATA / "retrieval.jsonl")
-    retriever = Retriever(rag_settings, embedder=embedder)
-    retriever.warm()
-    ranks = []
-    for item in items:  # BM25 alone: the store's full-text ranking, nothing else
-        hits = retriever._store.lexical(item.question, k=10, filters=None)
-        sources = [retrieval_module._to_source(retrieval_module._Candidate(hit.node, hit.score, 0.0, np.zeros(1)))
-                   for hit in hits]
-        ranks.append(next((n for n, s in enumerate(sources, start=1) if is_hit(item, s)), None))
-    bm25_r5 = sum(1 for r in ranks if r is not None and r <= 5) / len(items)
-    bm25_mrr = sum(1.0 / r for r in ranks if r is not None) / len(items)
-    rows.append((f"retrieval ({len(items)} held-out questions): BM25 alone recall@5 / MRR",
-                 f"{bm25_r5:.3f} / {bm25_mrr:.3f}"))
-    saved = retrieval_module.LEXICAL_MARGIN
-    retrieval_module.LEXICAL_MARGIN = float("inf")  # before issue 17: only cosine (or a quoted code) passed the gate
-    try:
-        old = evaluate(retriever, items, channel=None)
-    finally:
-        retrieval_module.LEXICAL_MARGIN = saved
-    new = evaluate(retriever, items, channel=None)
-    rows.append(("retrieval: old hybrid recall@5 / MRR", f"{old.recall[5]:.3f} / {old.mrr:.3f}"))
-    rows.append(("retrieval: new hybrid recall@5 / MRR", f"{new.recall[5]:.3f} / {new.mrr:.3f}"))
-    for miss in new.misses:
-        rows.append(("  missed", miss.question))
-    retriever.close()
-    return new.recall[5], new.mrr
+    # 200-word chunks: 256 of the embedding model's tokens (the longest chunk of these articles is ~200 words).
+    rag = rag_settings.rag.model_copy(update={"chunk_size": 256, "chunk_overlap": 32})
+    retrievers = {}
+    for arm in ("old", "new"):
+        settings = rag_settings.model_copy(update={"data_dir": rag_settings.data_dir.parent / f"sqlite-{arm}",
+                                                   "rag": rag})
+        saved_prefix = chunking_module.HeadingPrefix.__call__
+        if arm == "old":  # before issue 17: the full-text index saw the chunk text only, no title/section line
+            chunking_module.HeadingPrefix.__call__ = lambda self, nodes, **kwargs: nodes
+        try:
+            ingest(settings, [DATA / "sqlite_docs" / "articles"], source="sqlite", public=True, embedder=embedder)
+        finally:
+            chunking_module.HeadingPrefix.__call__ = saved_prefix
+        retrievers[arm] = Retriever(settings, embedder=embedder)
+        retrievers[arm].warm()
+    result = (float("nan"), float("nan"))
+    for half, label in (("dev", "dev (tuned on)"), ("test", "test (held out)")):
+        items = load_eval_set(DATA / f"retrieval_sqlite_{half}.jsonl")
+        ranks = []
+        for item in items:  # BM25 alone: the store's full-text ranking of the chunk text, nothing else
+            hits = retrievers["old"]._store.lexical(item.question, k=10, filters=None)
+            sources = [retrieval_module._to_source(retrieval_module._Candidate(hit.node, hit.score, 0.0, np.zeros(1)))
+                       for hit in hits]
+            ranks.append(next((n for n, s in enumerate(sources, start=1) if is_hit(item, s)), None))
+        bm25_r5 = sum(1 for r in ranks if r is not None and r <= 5) / len(items)
+        bm25_mrr = sum(1.0 / r for r in ranks if r is not None) / len(items)
+        rows.append((f"retrieval, SQLite docs {label}, {len(items)} questions: BM25 alone recall@5 / MRR",
+                     f"{bm25_r5:.3f} / {bm25_mrr:.3f}"))
+        saved = retrieval_module.LEXICAL_MARGIN
+        retrieval_module.LEXICAL_MARGIN = float("inf")  # before issue 17: only cosine (or a quoted code) passed
+        try:
+            old = evaluate(retrievers["old"], items, channel=None)
+        finally:
+            retrieval_module.LEXICAL_MARGIN = saved
+        new = evaluate(retrievers["new"], items, channel=None)
+        rows.append((f"retrieval {half}: old hybrid recall@5 / MRR", f"{old.recall[5]:.3f} / {old.mrr:.3f}"))
+        rows.append((f"retrieval {half}: new hybrid recall@5 / MRR", f"{new.recall[5]:.3f} / {new.mrr:.3f}"))
+        for miss in new.misses:
+            rows.append(("  missed", f"{miss.question} ({miss.source_file})"))
+        result = (new.recall[5], new.mrr)
+    for retriever in retrievers.values():
+        retriever.close()
+    return result
 
 
 def main() -> None:

@@ -260,6 +260,17 @@ async def test_the_rate_limit_holds_across_replicas(replicas):
     assert (await c.answer(msg(user="U10"))).answer != RATE_LIMITED
 
 
+async def test_the_limit_still_holds_while_the_database_is_down(tmp_path):
+    import sqlalchemy as sa
+
+    from bot.ratelimit import Limiter
+
+    # A database that cannot be opened (its folder does not exist): this process's own count decides.
+    limiter = Limiter(2, engine=sa.create_engine(f"sqlite:///{tmp_path / 'missing' / 'kaizen.db'}"))
+    assert [await limiter.allow("slack:U1") for _ in range(3)] == [True, True, False]
+    assert await limiter.allow("slack:U2")
+
+
 def test_event_rows_and_held_votes_expire(isolated_env):
     from datetime import UTC, datetime, timedelta
 

@@ -13,21 +13,15 @@ from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from bot.events import IncomingMessage
-from bot.slack.format import (
-    ACTION_ANOTHER,
-    ACTION_DOWN,
-    ACTION_UP,
+from bot.slack.dialogs import (
     ASK_USAGE,
-    PLACEHOLDER,
-    SlackMessage,
     correct_modal,
     correction_from_view,
-    from_slack,
     parse_ask,
     reason_from_view,
     reason_modal,
-    to_mrkdwn,
 )
+from bot.slack.format import ACTION_ANOTHER, ACTION_DOWN, ACTION_UP, PLACEHOLDER, SlackMessage, from_slack, to_mrkdwn
 from bot.slack.stream import CALL_ERRORS, ChannelOutlet, EphemeralOutlet, why
 from bot.slack.translate import button_press, command_message
 from bot.slack.web import QUESTION_EVENT

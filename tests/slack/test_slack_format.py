@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 
+from bot.slack.dialogs import parse_ask, reason_from_view, reason_modal
 from bot.slack.format import (
     ACTION_ANOTHER,
     ACTION_CORRECT,
@@ -15,9 +16,6 @@ from bot.slack.format import (
     SECTION_LIMIT,
     answer_messages,
     from_slack,
-    parse_ask,
-    reason_from_view,
-    reason_modal,
     split_mrkdwn,
     streaming_message,
     to_mrkdwn,

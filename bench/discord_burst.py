@@ -28,14 +28,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from kaizen_testing.discord import USER_ID, FakeDiscord, user_payload
-from kaizen_testing.scripted import ScriptedModel
-
 from bot.discord.app import run_discord
 from bot.dispatcher import Dispatcher
 from core.config import load_settings
 from core.engine import Engine
 from feedback import FeedbackStore
+from kaizen_testing.discord import USER_ID, FakeDiscord, user_payload
+from kaizen_testing.scripted import ScriptedModel
 
 PARAGRAPH = ("To reset your VPN profile, open **Settings → Network**, remove the `corp` profile, then sign "
              "in again with MFA; the handbook has screenshots.\n")

@@ -20,11 +20,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import sqlalchemy as sa
-from kaizen_testing.pg import PgCluster, unavailable_reason
 
 from core.types import Message, Reply, Source, Turn, new_id
 from feedback import FeedbackStore
 from feedback.models import Conversation, Interaction, Vote
+from kaizen_testing.pg import PgCluster, unavailable_reason
 
 QUESTION = "How do I rotate the staging database credentials without downtime?"
 ANSWER = "Create the new user first, deploy the config that uses it, then drop the old user. " * 3

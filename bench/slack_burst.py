@@ -29,14 +29,14 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-from kaizen_testing.scripted import ScriptedModel
-from kaizen_testing.slack import FakeSlack, signed_headers
 
 from bot.dispatcher import Dispatcher
 from bot.slack.app import SlackFrontEnd
 from core.config import load_settings
 from core.engine import Engine
 from feedback import FeedbackStore
+from kaizen_testing.scripted import ScriptedModel
+from kaizen_testing.slack import FakeSlack, signed_headers
 
 SECRET = "bench-signing-secret"
 def mention(fake: FakeSlack, i: int, users: int) -> dict[str, Any]:

@@ -27,7 +27,7 @@ from typing import Any
 
 from core.config import ToolSettings
 from core.decoding import DecodingConfig
-from core.tools import Tool, ToolError
+from core.tools import Tool, ToolError, tools_called_for
 from core.types import Message, Source, TraceStep
 
 __all__ = ["AgentResult", "ReActAgent", "delimit_observation", "neutralise_steps", "parse_react"]
@@ -218,8 +218,11 @@ class ReActAgent:
         pad = ""  # the scratchpad: the assistant's partial answer the model continues
         last_call = None
         observed = ""  # the last computed result (calculator, clock): the final answer must carry it
-        for _ in range(self.cfg.max_steps):
-            step = await (self._step_constrained(messages, pad) if self.constrained
+        # A question that calls for a computed tool (core.tools.CALLS_FOR) gets one first; the model still writes
+        # the thought, the arguments, any later steps and the answer.
+        called_for = tools_called_for(question, self.tools)
+        for n in range(self.cfg.max_steps):
+            step = await (self._step_constrained(messages, pad, called_for if n == 0 else []) if self.constrained
                           else self._step_tolerant(messages, pad))
             pad = step.pop("pad")
             if "final" in step:
@@ -261,19 +264,20 @@ class ReActAgent:
 
     # -- one step ----------------------------------------------------------------------------------------
 
-    async def _step_constrained(self, messages, pad: str) -> dict[str, Any]:
+    async def _step_constrained(self, messages, pad: str, called_for: list[str]) -> dict[str, Any]:
         m = self.model
         # 1. A free thought on one line.
         thought = (await m.complete(messages, pad + "Thought:", max_new_tokens=40, stop=("\n",))).strip()
         pad += f"Thought: {thought}\n"
-        # 2. The model decides between acting and answering, as the format's next line...
-        marker = await m.choose(messages, pad, ["Action:", f"{FINAL}:"])
+        # 2. The model decides between acting and answering, as the format's next line (unless the question
+        #    calls for a tool)...
+        marker = "Action:" if called_for else await m.choose(messages, pad, ["Action:", f"{FINAL}:"])
         if marker != "Action:":
             pad += f"{FINAL}:"
             return {"thought": thought, "final": await self._free(messages, pad, None), "pad": pad}
-        # 3. ...and then the action, chosen among the enabled tools only.
+        # 3. ...and then the action, chosen among the enabled tools only (those the question calls for, if any).
         pad += "Action:"
-        action = (await m.choose(messages, pad, [f" {n}" for n in self.tools])).strip()
+        action = (await m.choose(messages, pad, [f" {n}" for n in called_for or self.tools])).strip()
         tool = self.tools[action]
         pad += f" {action}\nAction Input:"
         # 3. Arguments generated into the schema, field by field, so they always parse.

@@ -24,6 +24,7 @@ from core.config import ChannelProfile, Settings
 from core.decoding import DecodingConfig, resolve_decoding
 from core.models import ChatModel, Generation
 from core.prompts import ConversationMemory, build_prompt, split_reasoning
+from core.tools import CALLS_FOR
 from core.types import OPERATOR_PLATFORM, Message, Reply, Source, TraceStep, Turn, is_qualified
 
 __all__ = ["EMPTY_MESSAGE_REPLY", "Engine", "Retriever", "choose_mode"]
@@ -46,11 +47,6 @@ class Retriever(Protocol):
 OnReply = Callable[[Reply], Awaitable[None]]
 OnText = Callable[[str], None]
 
-_TOOLISH = re.compile(
-    r"\d\s*[-+*/×÷^%x]\s*\d|\b(calculate|compute|square root|sqrt|percent|times|divided by|multiplied by)\b"
-    r"|\b(what time|time is it|today|date|weekday|day of the week|tomorrow|yesterday)\b",
-    re.IGNORECASE,
-)
 _QUESTION = re.compile(
     r"(?i)^\s*(how|what|where|when|which|who|why|is|are|can|do|does|should|may)\b|\?\s*$|\b(policy|docs?|handbook)\b"
 )
@@ -60,7 +56,7 @@ def choose_mode(text: str, *, has_retriever: bool, has_tools: bool = True) -> st
     """The `auto` rule: arithmetic and date/time questions go to the agent (it has the calculator and the clock),
     other questions to the documents when a retriever is available, everything else is chat.
     (If retrieval finds nothing relevant, `auto` falls back to chat rather than refusing.)"""
-    if has_tools and _TOOLISH.search(text):
+    if has_tools and any(pattern.search(text) for pattern in CALLS_FOR.values()):
         return "agent"
     if has_retriever and _QUESTION.search(text):
         return "rag"

@@ -16,7 +16,7 @@ import logging
 import math
 import operator
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -28,7 +28,8 @@ from pydantic import ValidationError
 from core.config import ToolSettings
 from core.types import Source
 
-__all__ = ["Tool", "ToolError", "ToolOutput", "build_tools", "calculator", "current_time", "make_tool",
+__all__ = ["CALLS_FOR", "Tool", "ToolError", "ToolOutput", "build_tools", "calculator", "current_time", "make_tool",
+           "tools_called_for",
            "parse_allowlist"]
 
 logger = logging.getLogger(__name__)
@@ -226,6 +227,25 @@ def _commas(text: str) -> str:
         out.append(ch)
         i += 1
     return "".join(out)
+
+
+# What makes a question call for a computed tool: `auto` sends such questions to the agent, and the agent's first
+# action is chosen among the tools they name. bench/agent.py, 135M model: left to the model, the choice between
+# calculator and current_time is a near-tie (logits within 0.25) that flips with batching and bf16, and in a
+# batched run (bench/quality.py) at least 5 of 16 arithmetic questions went to the clock.
+CALLS_FOR = {
+    "calculator": re.compile(r"\d\s*[-+*/×÷^%x]\s*\d|\d\s*(times|divided by|multiplied by|plus|minus)\s*\d"
+                             r"|\b(calculate|compute|square root|sqrt|percent of)\b", re.IGNORECASE),
+    "current_time": re.compile(r"\b(what time|time is it|today|today's|date|weekday|day of the week|tomorrow|"
+                               r"yesterday|(what|which) (year|month)|(year|month) is it|current (date|time|year|"
+                               r"month|day))\b", re.IGNORECASE),
+}
+
+
+def tools_called_for(question: str, enabled: Iterable[str]) -> list[str]:
+    """The enabled tools among CALLS_FOR whose pattern `question` matches, in CALLS_FOR's order."""
+    names = set(enabled)
+    return [name for name, pattern in CALLS_FOR.items() if name in names and pattern.search(question)]
 
 
 _NUMBER = r"\(?\s*\d+(?:\.\d+)?\s*\)?"

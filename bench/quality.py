@@ -94,6 +94,9 @@ async def _docs(engine, items, new_preset: str, new_mode: str, samples: int, row
     rows.append(("docs: rag answers stating the fact", f"{sum(o.correct for o in rag) / max(1, len(rag)):.3f}"))
     rows.append(("docs: rag answers citing [n] / all citations hold the fact",
                  f"{len(citing)} / {sum(o.citations_ok for o in citing)}"))
+    right = [o for o in citing if o.correct]
+    rows.append(("docs: right rag answers citing [n] / all citations hold the fact",
+                 f"{len(right)} / {sum(o.citations_ok for o in right)}"))
     for o in new.misses()[:8]:
         rows.append(("  missed", f"{o.item.question} — want {o.item.expect[0]}; got {' '.join(o.answer.split())[:70]}"))
     return new.mean

@@ -6,16 +6,20 @@ import functools
 import importlib.util
 import logging
 import os
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
 from core.config import Settings
 from core.rag.sources import RagError
 
 if TYPE_CHECKING:
+    from llama_index.core.base.embeddings.base import BaseEmbedding
+    from llama_index.core.schema import BaseNode
     from llama_index.embeddings.huggingface import HuggingFaceEmbedding
 
-__all__ = ["EmbeddingModelMissing", "default_model_path", "load_embedder", "model_name", "token_counter"]
+__all__ = [
+    "EmbeddingModelMissing", "default_model_path", "embed_nodes", "load_embedder", "model_name", "token_counter",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -72,3 +76,19 @@ def token_counter(embedder: HuggingFaceEmbedding) -> Callable[[str], list[int]]:
         counter.no_padding()
         return lambda text: counter.encode(text, add_special_tokens=False).ids
     return lambda text: tokenizer.encode(text, add_special_tokens=False)
+
+
+def embed_nodes(embedder: BaseEmbedding, nodes: Sequence[BaseNode], *, show_progress: bool = False) -> None:
+    """Set each node's `embedding` (from its text as the model sees it: title and section prepended).
+
+    The texts go to the model longest first, so each batch of `embed_batch_size` holds texts of similar length
+    and little padding: llama-index batches them in the given order (file by file), and sentence-transformers
+    sorts only within the batch it is given.
+    """
+    from llama_index.core.schema import MetadataMode
+
+    texts = [node.get_content(metadata_mode=MetadataMode.EMBED) for node in nodes]
+    order = sorted(range(len(texts)), key=lambda i: -len(texts[i]))
+    vectors = embedder.get_text_embedding_batch([texts[i] for i in order], show_progress=show_progress)
+    for i, vector in zip(order, vectors, strict=True):
+        nodes[i].embedding = vector

@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llama_index.core.ingestion import IngestionPipeline
-from llama_index.core.schema import Document
+from llama_index.core.schema import BaseNode, Document
 
 from core.config import Settings
 from core.rag.chunking import doc_key, splitters
-from core.rag.embeddings import load_embedder, model_name, token_counter
+from core.rag.embeddings import embed_nodes, load_embedder, model_name, token_counter
 from core.rag.readers import (
     HTML,
     STREAMABLE_SUFFIXES,
@@ -204,12 +204,18 @@ class _Indexer:
 
     @property
     def pipeline(self) -> IngestionPipeline:
+        """Splits documents into chunks; `_chunks` embeds them."""
         if self._pipeline is None:  # the embedding model loads only when there is something to embed
-            embedder = self._embedder or load_embedder(self.settings)
+            self._embedder = self._embedder or load_embedder(self.settings)
             self._pipeline = IngestionPipeline(
-                transformations=[*splitters(self.settings.rag, token_counter(embedder)), embedder], disable_cache=True
+                transformations=splitters(self.settings.rag, token_counter(self._embedder)), disable_cache=True
             )
         return self._pipeline
+
+    def _chunks(self, docs: list[Document], show_progress: bool) -> list[BaseNode]:
+        nodes = self.pipeline.run(documents=docs, show_progress=show_progress)
+        embed_nodes(self._embedder, nodes, show_progress=show_progress)
+        return nodes
 
     def file_metadata(self, item: Found) -> dict[str, str]:
         return {"file": str(item.path), "path": item.display, "source": self.source,
@@ -219,7 +225,7 @@ class _Indexer:
         """Chunk and embed `docs` (before touching the store), then swap in their files' chunks; chunks per file."""
         if not docs:
             return Counter()
-        nodes = self.pipeline.run(documents=docs, show_progress=self.show_progress)
+        nodes = self._chunks(docs, self.show_progress)
         per_file = Counter(node.metadata["file"] for node in nodes)
         self.store.delete_files(doc_key(self.source, key) for key in per_file)
         self.store.add(nodes)
@@ -233,7 +239,7 @@ class _Indexer:
         for number, block in enumerate(blocks, 1):
             doc = Document(text=block, metadata={"title": title, "page": 0, "kind": "plain",
                                                  **self.file_metadata(item)})
-            nodes = self.pipeline.run(documents=[doc], show_progress=False)
+            nodes = self._chunks([doc], False)
             if nodes and total == 0:
                 self.store.delete_files([doc_key(self.source, str(item.path))])
             self.store.add(nodes)

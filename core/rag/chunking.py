@@ -19,6 +19,7 @@ from llama_index.core.schema import BaseNode, NodeRelationship, RelatedNodeInfo,
 from core.config import RagSettings
 
 __all__ = [
+    "CHUNK_FORMAT",
     "CHUNK_KEYS",
     "SECTION_SEPARATOR",
     "FileLink",
@@ -32,6 +33,9 @@ __all__ = [
 ]
 
 SECTION_SEPARATOR = " > "
+# What a chunk's text holds. Bump it when that changes (2: the heading line "Title > Section" opens every chunk):
+# ingest then re-chunks every file once, even unchanged ones, so old stores get the new chunks too.
+CHUNK_FORMAT = 2
 CHUNK_KEYS = ("title", "section", "file", "path", "page", "source", "channels", "access")
 # Title and section help the embedding find a chunk; the rest is bookkeeping the model need not read.
 _HIDDEN_KEYS = ["file", "path", "page", "source", "channels", "access"]

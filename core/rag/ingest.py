@@ -15,7 +15,7 @@ from llama_index.core.ingestion import IngestionPipeline
 from llama_index.core.schema import BaseNode, Document
 
 from core.config import Settings
-from core.rag.chunking import doc_key, splitters
+from core.rag.chunking import CHUNK_FORMAT, doc_key, splitters
 from core.rag.embeddings import embed_nodes, load_embedder, model_name, token_counter
 from core.rag.readers import (
     HTML,
@@ -109,7 +109,8 @@ def ingest(
     for item in found:
         key = str(item.path)
         try:
-            digest = _sha256(item.path)
+            # The content's hash and the chunk format: a file chunked the old way is chunked again.
+            digest = f"{_sha256(item.path)}+chunks{CHUNK_FORMAT}"
         except OSError as e:
             _skip(report, kept, old_files, item, f"cannot read ({e.strerror or e})", access_changed)
             continue

@@ -230,3 +230,20 @@ def test_hidden_folders_are_not_ingested(settings, handbook, embedder):
 def test_store_path_is_under_data_dir(settings, handbook, embedder):
     ingest(settings, [handbook], source="handbook", public=True, embedder=embedder)
     assert (Path(settings.data_dir) / "lancedb" / "chunks.lance").is_dir()
+
+
+def test_files_chunked_the_old_way_are_chunked_again(settings, handbook, embedder):
+    import dataclasses
+
+    ingest(settings, [handbook], source="handbook", public=True, embedder=embedder)
+    registry = SourceRegistry.for_settings(settings)
+    record = registry.get("handbook")
+    # As an earlier Kaizen recorded them: the content hash alone, chunks without their heading line.
+    old = {k: dataclasses.replace(f, sha256=f.sha256.split("+")[0]) for k, f in record.files.items()}
+    registry.save(dataclasses.replace(record, files=old), embedding_model=registry.embedding_model())
+
+    report = ingest(settings, [handbook], source="handbook", public=True, embedder=embedder)
+
+    assert len(report.updated) == 6 and report.unchanged == [] and report.chunks > 0
+    again = ingest(settings, [handbook], source="handbook", public=True, embedder=embedder)
+    assert len(again.unchanged) == 6

@@ -237,8 +237,8 @@ CALLS_FOR = {
     "calculator": re.compile(r"\d\s*[-+*/×÷^%x]\s*\d|\d\s*(times|divided by|multiplied by|plus|minus)\s*\d"
                              r"|\b(calculate|compute|square root|sqrt|percent of)\b", re.IGNORECASE),
     "current_time": re.compile(r"\b(what time|time is it|today|today's|date|weekday|day of the week|tomorrow|"
-                               r"yesterday|(what|which) (year|month)|(year|month) is it|current (date|time|year|"
-                               r"month|day))\b", re.IGNORECASE),
+                               r"yesterday|(year|month) (is it|are we)|(year|month) is it|current (date|time|year|"
+                               r"month|day))\b", re.IGNORECASE),  # not "which year" alone: "which year was X built?"
 }
 
 

@@ -191,3 +191,42 @@ async def test_rows_on_different_adapters_and_settings_share_a_batch(lora_model)
                                       for name, d in jobs])
     assert [g[0].text for g in together] == solo  # float32: even the seeded draw is the same as alone
     assert max(g[0].extra["batch_size"] for g in together) == len(jobs)
+
+
+def test_a_greedy_opening_takes_the_argmax_then_samples():
+    import torch
+
+    from core.models.sampling import RowSampler, choose_tokens
+
+    torch.manual_seed(1)
+    logits = torch.randn(1, 1000) * 2  # flat enough that T=1.5 rarely draws the argmax
+    opening = HOT.model_copy(update={"greedy_opening": 1})
+    best = int(logits[0].argmax())
+    firsts = {choose_tokens(logits, [RowSampler(opening, [1, 2], seed=s)])[0] for s in range(20)}
+    assert firsts == {best}  # the answer's first token: always the most likely one
+    seconds = set()
+    for s in range(20):
+        row = RowSampler(opening, [1, 2], seed=s)
+        row.history.append(best)  # one answer token so far: sampling from now on
+        seconds.add(choose_tokens(logits, [row])[0])
+    assert len(seconds) > 1
+
+
+async def test_greedy_opening_in_both_batchers(default_model):
+    from core.models import TransformersChatModel
+
+    # The opening is the greedy one in the continuous and the static batcher alike (balanced ships with it).
+    opening = DecodingConfig(strategy="sample", temperature=1.5, greedy_opening=3, max_new_tokens=3)
+    greedy = (await alone(default_model, "What is the capital of France?", GREEDY.model_copy(
+        update={"max_new_tokens": 3})))
+    seeds = [await alone(default_model, "What is the capital of France?", opening.model_copy(update={"seed": s}))
+             for s in range(3)]
+    assert set(seeds) == {greedy}
+    static = TransformersChatModel(default_model.model, default_model.tokenizer, name="static",
+                                   context_window=default_model.context_window, batching="static")
+    try:
+        got = await static.generate(chat("What is the capital of France?"), opening.model_copy(update={"seed": 4}))
+    finally:
+        static.close()
+    assert got[0].text == greedy
+    assert BUILTIN_PRESETS["balanced"].greedy_opening == 1

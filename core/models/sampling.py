@@ -28,9 +28,12 @@ class RowSampler:
     mask: Any = None
     device: str = "cpu"
     generator: Any = field(default=None, repr=False)
+    prompt_len: int = field(default=0, init=False)
 
     def __post_init__(self) -> None:
         import torch
+
+        self.prompt_len = len(self.history)
 
         if self.decoding.strategy == "sample":
             self.generator = torch.Generator(device=self.device)
@@ -59,7 +62,9 @@ def choose_tokens(logits, rows: list[RowSampler]) -> list[int]:
         if r.mask is not None:
             logits[i, ~r.mask.to(logits.device)[: logits.shape[1]]] = float("-inf")
     out = logits.argmax(dim=-1).tolist()
-    sampled = [i for i, r in enumerate(rows) if not r.greedy]
+    # Sampling rows still in their greedy opening (decoding.greedy_opening) take the argmax too.
+    sampled = [i for i, r in enumerate(rows)
+               if not r.greedy and len(r.history) - r.prompt_len >= r.decoding.greedy_opening]
     if not sampled:
         return out
     idx = torch.tensor(sampled, device=logits.device)

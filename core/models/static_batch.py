@@ -87,6 +87,8 @@ def generate_static(owner: TransformersChatModel, batch: list[Request]) -> list[
         out = owner.model.generate(
             input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
             streamer=streamer, stopping_criteria=stopping,
+            **({"logits_processor": [_GreedyOpening(d.greedy_opening, width)]}
+               if d.strategy == "sample" and d.greedy_opening else {}),
         )
     out = out[:, width:].tolist()
     results = []
@@ -110,6 +112,21 @@ def _cut(row: list[int], limit: int, eos_ids: list[int]) -> list[int]:
         if t in eos_ids:
             return row[:j]
     return row[:limit]
+
+
+class _GreedyOpening:  # duck-typed transformers LogitsProcessor
+    """Sampling that takes the most likely token for the answer's first `n` tokens (decoding.greedy_opening)."""
+
+    def __init__(self, n: int, width: int) -> None:
+        self.n, self.width = n, width
+
+    def __call__(self, input_ids, scores):
+        import torch
+
+        if input_ids.shape[1] - self.width >= self.n:
+            return scores
+        top = scores.argmax(dim=-1, keepdim=True)
+        return torch.full_like(scores, float("-inf")).scatter(1, top, scores.gather(1, top))
 
 
 class _RowLimits:  # duck-typed transformers StoppingCriteria

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
 import os
 import random
@@ -210,6 +211,7 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=2)
     parser.add_argument("--steps", type=int, default=None, help="optimizer steps per training stage")
     parser.add_argument("--pipeline", default="sft,dpo")
+    parser.add_argument("--keep", default="", help="work in this folder and keep it (runs, gate answers, databases)")
     args = parser.parse_args()
     size = Size(per_night=12, held_out=12, cycles=args.cycles, max_new_tokens=64, correct_share=0.5, steps=10) \
         if args.quick else Size(per_night=40, held_out=60, cycles=args.cycles, max_new_tokens=96, correct_share=0.5,
@@ -229,7 +231,10 @@ def main() -> None:
     source = Path(resolve_source(ModelSettings(), ROOT / "data")[0])
     t0 = time.perf_counter()
     lines = []
-    with tempfile.TemporaryDirectory(prefix="kaizen-loop-") as tmp:
+    keep = Path(args.keep) if args.keep else None
+    if keep:
+        keep.mkdir(parents=True, exist_ok=True)
+    with contextlib.nullcontext(str(keep)) if keep else tempfile.TemporaryDirectory(prefix="kaizen-loop-") as tmp:
         results = [run_preference(PREFERENCES[name], source, Path(tmp), size, args.pipeline.split(","), qs)
                    for name in args.preferences.split(",")]
         lines = [(r["rows"][-1]["rate"] - r["rows"][0]["rate"], report(r, size)) for r in results]

@@ -91,7 +91,6 @@ class AgentResult:
                 self.sources.append(source)
 
 
-_CITED = re.compile(r"\[\d+\]$")  # a quoted evidence sentence ends with its citation
 _STEP_WORD = re.compile(r"(?i)\b(thought|action[\s_]*input|action|observation|final[\s_]*answer)(\s*[:：])")
 _DELIMITER = re.compile(r"(?i)<\s*/?\s*observation")
 
@@ -217,7 +216,9 @@ class ReActAgent:
         result = AgentResult(answer="", trace=[], prompt=[])
         pad = ""  # the scratchpad: the assistant's partial answer the model continues
         last_call = None
-        observed = ""  # the last computed result (calculator, clock): the final answer must carry it
+        # What the final answer must carry: the last computed result (calculator, clock), or the evidence sentence
+        # of the last document search (`quoted`: it is the answer as it stands).
+        observed, quoted = "", False
         # A question that calls for a computed tool (core.tools.CALLS_FOR) gets one first; the model still writes
         # the thought, the arguments, any later steps and the answer.
         called_for = tools_called_for(question, self.tools)
@@ -226,7 +227,7 @@ class ReActAgent:
                           else self._step_tolerant(messages, pad))
             pad = step.pop("pad")
             if "final" in step:
-                result.answer = (await self._carry(messages, pad, step["final"], observed)).strip()
+                result.answer = (await self._carry(messages, pad, step["final"], observed, quoted)).strip()
                 result.trace.append(TraceStep("final", {"thought": step.get("thought", "")}))
                 break
             result.calls += 1
@@ -246,7 +247,10 @@ class ReActAgent:
                 **({"error": step["error"]} if "error" in step else {}),
             }))
             pad += f" {self._shown(step, observation)}\n"
-            observed = self._answer_value(step, observation) or await self._quote(question, step) or observed
+            if value := self._answer_value(step, observation):
+                observed, quoted = value, False
+            elif quote := await self._quote(question, step):
+                observed, quoted = quote, True
             if self._too_long(messages, pad, decoding):
                 result.trace.append(TraceStep("trim", {"what": "agent", "reason": "scratchpad reached the context"}))
                 break
@@ -254,7 +258,7 @@ class ReActAgent:
             # Out of steps (or room): ask for the answer with what was observed so far.
             final_pad = pad + f"Thought: I know the answer\n{FINAL}:"
             answer = await self._free(messages, final_pad, decoding)
-            result.answer = (await self._carry(messages, final_pad, answer, observed)).strip() or APOLOGY
+            result.answer = (await self._carry(messages, final_pad, answer, observed, quoted)).strip() or APOLOGY
             pad = final_pad
             result.trace.append(TraceStep("final", {"forced": True}))
         result.prompt = [Message(m["role"], m["content"]) for m in messages]
@@ -354,8 +358,10 @@ class ReActAgent:
         sources = step.get("sources") or []
         if self.evidence is None or "error" in step or tool is None or tool.reads != "documents" or not sources:
             return ""
+        from core.rag.evidence import cite  # core.rag loads llama-index: not at import time
+
         ranked = await self.evidence(question, list(sources))
-        return f"{ranked[0].sentence} [{ranked[0].source + 1}]" if ranked else ""
+        return cite(ranked[0].sentence, ranked[0].source + 1) if ranked else ""
 
     def _answer_value(self, step: dict[str, Any], observation: str) -> str:
         """A computed tool's result (calculator, clock), short enough to be the answer itself; else ""."""
@@ -364,12 +370,13 @@ class ReActAgent:
             return ""
         return observation.strip()
 
-    async def _carry(self, messages, pad: str, answer: str, observed: str) -> str:
-        """The final answer, made to state the computed result it was given. A 135M model often answers from
-        memory after a correct observation; then its answer is generated again, starting with the result."""
+    async def _carry(self, messages, pad: str, answer: str, observed: str, quoted: bool) -> str:
+        """The final answer, made to state the result it was given (`quoted`: an evidence sentence). A 135M model
+        often answers from memory after a correct observation; then its answer is generated again, starting with
+        the result."""
         if self.free_final_answer or not observed or observed.lower() in answer.lower():
             return answer
-        if not hasattr(self.model, "complete") or _CITED.search(observed):
+        if not hasattr(self.model, "complete") or quoted:
             # A chat-only backend cannot be made to continue it, and a quoted sentence is the answer already (the
             # model's continuation after one echoed the observation's header): the result is the answer.
             return observed

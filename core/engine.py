@@ -215,12 +215,14 @@ class Engine:
         if (mode != "rag" or not sources or self.settings.rag.answer_style != "quote" or profile.chain_of_thought
                 or not hasattr(model, "continue_answer") or not hasattr(self.retriever, "evidence")):
             return ""
+        from core.rag.evidence import cite  # core.rag loads llama-index: not at import time
+
         ranked = await self.retriever.evidence(question, sources)
         if not ranked:
             return ""
         sentences = [[e.source + 1, e.sentence, round(e.score, 4)] for e in ranked[:EVIDENCE_KEPT]]
         trace.append(TraceStep("evidence", {"sentences": sentences, "used": 0}))
-        return _cite(sentences[0])
+        return cite(sentences[0][1], sentences[0][0])
 
     async def _agent(self, turn: Turn, profile: ChannelProfile, decoding: DecodingConfig, preset: str,
                      trace: list[TraceStep], t0: float) -> Reply:
@@ -312,20 +314,17 @@ class Engine:
 EVIDENCE_KEPT = 3  # evidence sentences kept in the trace: "Try another answer" opens with the next one
 
 
-def _cite(entry: list) -> str:
-    n, sentence = entry[0], entry[1]
-    return f"{sentence} [{n}]"
-
-
 def _next_lead(previous: list[TraceStep], trace: list[TraceStep]) -> str:
     """The lead of another answer to a quoted rag reply (its trace's next evidence sentence); "" if it had none."""
+    from core.rag.evidence import cite
+
     step = next((t for t in previous if t.kind == "evidence"), None)
     if step is None or not step.detail.get("sentences"):
         return ""
     sentences = step.detail["sentences"]
     used = (step.detail.get("used", 0) + 1) % len(sentences)
     trace.append(TraceStep("evidence", {"sentences": sentences, "used": used}))
-    return _cite(sentences[used])
+    return cite(sentences[used][1], sentences[used][0])
 
 
 def _join(lead: str, text: str) -> str:

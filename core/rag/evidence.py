@@ -33,7 +33,7 @@ import numpy as np
 
 from core.types import Source
 
-__all__ = ["Evidence", "rank_evidence", "split_sentences"]
+__all__ = ["Evidence", "cite", "rank_evidence", "split_sentences"]
 
 LEXICAL_WEIGHT = 0.3
 NUMBER_BONUS = 0.2
@@ -60,6 +60,11 @@ class Evidence:
     source: int
     sentence: str
     score: float
+
+
+def cite(sentence: str, n: int) -> str:
+    """An evidence sentence as an answer opens with it: the sentence, then its excerpt's number, "… [n]"."""
+    return f"{sentence} [{n}]"
 
 
 def split_sentences(text: str) -> list[str]:

@@ -21,21 +21,19 @@ import argparse
 import asyncio
 import random
 import statistics
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 
+from bench.generation import PROMPTS as GENERATION_PROMPTS  # noqa: E402
+
+# bench/generation.py's eight prompts, then eight more: batch 16 needs sixteen.
 PROMPTS = [
-    "Write a short story about a lighthouse keeper.",
-    "Explain how a bicycle works.",
-    "Describe a day at the beach.",
-    "Write a poem about autumn leaves.",
-    "Explain why the sky is blue.",
-    "Describe how bread is made.",
-    "Write a letter to a friend about a trip to the mountains.",
-    "Explain what a computer does.",
+    *GENERATION_PROMPTS,
     "What are good habits for a code review?",
     "Summarize the plot of a detective novel you invent.",
     "How do I keep a sourdough starter alive?",

@@ -69,7 +69,7 @@ def child(args: argparse.Namespace) -> None:
     # full-text and vector indexes grow with the whole table, however its files arrived).
     import psutil
 
-    from core.rag import stores
+    from core.rag import store_lancedb
 
     me, peak, phase = psutil.Process(), {"write": 0, "index": 0}, ["write"]
 
@@ -79,13 +79,13 @@ def child(args: argparse.Namespace) -> None:
             time.sleep(0.05)
 
     threading.Thread(target=sample, daemon=True).start()
-    optimize = stores.LanceStore.optimize
+    optimize = store_lancedb.LanceStore.optimize
 
     def timed_optimize(self) -> None:
         phase[0] = "index"
         optimize(self)
 
-    stores.LanceStore.optimize = timed_optimize
+    store_lancedb.LanceStore.optimize = timed_optimize
     started = time.perf_counter()
     report = ingest(settings, [Path(args.folder)], source="bench", public=True, embedder=embedder)
     seconds = time.perf_counter() - started

@@ -6,7 +6,7 @@ import numpy as np
 
 from core.rag import access_filters, open_store
 from core.rag.chunking import chunk_node
-from core.rag.stores import ANN_MIN_ROWS, _partitions_built, _partitions_of
+from core.rag.lancedb_indexes import ANN_MIN_ROWS, partitions_built, partitions_of
 
 DIM = 384
 
@@ -77,5 +77,5 @@ def test_indexed_search_fills_k_for_a_small_source_and_follows_other_handles_wri
     # The next ingest's optimize compacts the table; the vector index keeps the partitions it was built with.
     writer.optimize()
     name = next(index.name for index in writer._table.list_indices() if index.name.startswith("vector_ivf"))
-    assert _partitions_built(writer._table, name) == _partitions_of(name) == 66
+    assert partitions_built(writer._table, name) == partitions_of(name) == 66
     assert len(reader.dense(q.tolist(), k=10, filters=access_filters(["ops"]))) == 10

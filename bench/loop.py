@@ -91,7 +91,7 @@ class Size:
     cycles: int
     max_new_tokens: int
     correct_share: float
-    steps: int  # per training stage
+    steps: int | None  # cap per training stage (None: the packaged recipes' epochs)
 
 
 def wilson(k: int, n: int) -> tuple[float, float]:
@@ -143,7 +143,14 @@ def serve(settings, prompts: list[str], pref: Preference, *, vote: bool, seed: i
         store.close()
 
 
-def run_preference(pref: Preference, base: Path, work: Path, size: Size, pipeline: list[str], qs: list[str]) -> dict:
+def _merge(into: dict, extra: dict) -> dict:
+    for key, value in extra.items():
+        into[key] = _merge(dict(into.get(key, {})), value) if isinstance(value, dict) else value
+    return into
+
+
+def run_preference(pref: Preference, base: Path, work: Path, size: Size, pipeline: list[str], qs: list[str],
+                   sets: dict | None = None) -> dict:
     from core.adapters import current_adapter
     from core.config import load_settings
     from training.nightly import Recipes, run_nightly
@@ -153,11 +160,12 @@ def run_preference(pref: Preference, base: Path, work: Path, size: Size, pipelin
     (state / "models" / "SmolLM2-135M-Instruct").symlink_to(base, target_is_directory=True)
     settings = load_settings(data_dir=state)
     held, pool = qs[:size.held_out], qs[size.held_out:]
-    # The packaged recipes (gate, must-still-answer set, replay) with each stage capped at `steps` on this CPU.
-    cap = {"max_steps": size.steps}
-    recipes = Recipes.load(overrides={"sft": cap, "dpo": cap, "kto": cap, "reward": cap, "rl": cap, "nightly": {
+    # The packaged recipes (gate, must-still-answer set, replay), each stage capped at `steps` if given.
+    cap = {"max_steps": size.steps} if size.steps else {}
+    overrides = {"sft": cap, "dpo": cap, "kto": cap, "reward": cap, "rl": cap, "nightly": {
         "pipeline": pipeline, "min_sft": 4, "min_pairs": 4, "min_kto": 4, "eval_fraction": 0.25,
-        "gate": {"max_new_tokens": size.max_new_tokens}}})
+        "gate": {"max_new_tokens": size.max_new_tokens}}}
+    recipes = Recipes.load(overrides=_merge(overrides, sets or {}))
     rows: list[dict] = []
     base_kept = now_kept = None
     for cycle in range(size.cycles + 1):
@@ -209,13 +217,16 @@ def main() -> None:
     parser.add_argument("--per-night", type=int, default=None)
     parser.add_argument("--held-out", type=int, default=None)
     parser.add_argument("--cycles", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per training stage")
+    parser.add_argument("--steps", type=int, default=None,
+                        help="cap on optimizer steps per stage (default: the recipes' epochs; --quick: 10)")
     parser.add_argument("--pipeline", default="sft,dpo")
+    parser.add_argument("--set", dest="sets", action="append", default=[],
+                        help="recipe override stage.key=value (as `kaizen train nightly --set`): sft.lora_layers=8")
     parser.add_argument("--keep", default="", help="work in this folder and keep it (runs, gate answers, databases)")
     args = parser.parse_args()
     size = Size(per_night=12, held_out=12, cycles=args.cycles, max_new_tokens=64, correct_share=0.5, steps=10) \
         if args.quick else Size(per_night=40, held_out=60, cycles=args.cycles, max_new_tokens=96, correct_share=0.5,
-                                steps=40)
+                                steps=None)
     size.per_night = args.per_night or size.per_night
     size.held_out = args.held_out or size.held_out
     size.steps = args.steps or size.steps
@@ -224,6 +235,7 @@ def main() -> None:
 
     from core.config import ModelSettings
     from core.models import resolve_source
+    from training.nightly import parse_sets
 
     qs = questions()
     if size.held_out + size.cycles * size.per_night > len(qs):
@@ -235,8 +247,8 @@ def main() -> None:
     if keep:
         keep.mkdir(parents=True, exist_ok=True)
     with contextlib.nullcontext(str(keep)) if keep else tempfile.TemporaryDirectory(prefix="kaizen-loop-") as tmp:
-        results = [run_preference(PREFERENCES[name], source, Path(tmp), size, args.pipeline.split(","), qs)
-                   for name in args.preferences.split(",")]
+        results = [run_preference(PREFERENCES[name], source, Path(tmp), size, args.pipeline.split(","), qs,
+                                  parse_sets(args.sets)) for name in args.preferences.split(",")]
         lines = [(r["rows"][-1]["rate"] - r["rows"][0]["rate"], report(r, size)) for r in results]
     print(f"\nbench/loop.py finished in {time.perf_counter() - t0:.0f}s ({'quick' if args.quick else 'full'} size)")
     for _, line in sorted(lines, key=lambda x: -x[0]):  # the worst last

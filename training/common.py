@@ -47,6 +47,9 @@ class TrainRecipe:
     lora_alpha: int = 32
     lora_dropout: float = 0.05
     target_modules: str | list[str] = "all-linear"
+    # Adapt only the last N transformer layers (0 = all). Backward then stops at the lowest adapted layer, and the
+    # lower layers, where general knowledge sits, are left exactly as they were.
+    lora_layers: int = 0
     # Optimisation.
     learning_rate: float = 2e-4
     epochs: float = 1.0
@@ -68,6 +71,8 @@ class TrainRecipe:
 
     def check(self) -> None:
         """Cross-field rules; a stage recipe extends it."""
+        if self.lora_layers < 0:
+            raise RecipeError(f"lora_layers must be 0 (all) or a positive count, got {self.lora_layers}")
         for name in ("lora_r", "lora_alpha", "batch_size", "grad_accum", "max_length", "logging_steps", "save_steps"):
             if getattr(self, name) < 1:
                 raise RecipeError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -78,11 +83,21 @@ class TrainRecipe:
 
     # -- what the trainers get -----------------------------------------------------------------------------
 
-    def lora_config(self, task_type: str = "CAUSAL_LM"):
+    def lora_config(self, task_type: str = "CAUSAL_LM", *, model: Any = None):
+        """peft's LoraConfig for `model` (needed when `lora_layers` > 0: its layer count and linear modules)."""
         from peft import LoraConfig
 
+        targets, layers = self.target_modules, None
+        if self.lora_layers and model is not None:
+            count = model.config.num_hidden_layers
+            layers = list(range(max(0, count - self.lora_layers), count))
+            if targets == "all-linear":  # peft takes a layer subset only with named modules: the blocks' linears
+                import torch
+
+                targets = sorted({name.rsplit(".", 1)[-1] for name, module in model.named_modules()
+                                  if isinstance(module, torch.nn.Linear) and ".layers." in name})
         return LoraConfig(r=self.lora_r, lora_alpha=self.lora_alpha, lora_dropout=self.lora_dropout,
-                          target_modules=self.target_modules, task_type=task_type)
+                          target_modules=targets, task_type=task_type, layers_to_transform=layers)
 
     def device_setup(self) -> tuple[Any, dict[str, Any]]:
         """(dtype to load the base model in, trainer precision arguments)."""
@@ -237,7 +252,7 @@ def load_policy(base_model: str, recipe: TrainRecipe, init_adapter: Path | None)
     dtype, _ = recipe.device_setup()
     model = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype)
     if init_adapter is None:
-        return model, recipe.lora_config()
+        return model, recipe.lora_config(model=model)
     # Continue from the adapter being served (or the previous stage's): the new one replaces it when promoted.
     return PeftModel.from_pretrained(model, str(init_adapter), is_trainable=True), None
 

@@ -21,6 +21,9 @@ class DPORecipe(TrainRecipe):
     learning_rate: float = 5e-5
     beta: float = 0.1  # how far from the reference the policy may move (higher = closer)
     loss_type: str = "sigmoid"
+    # The reference's log-probabilities computed once before training instead of at every step (the reference is
+    # fixed: the policy as the stage starts); a DPO step then costs one policy forward + backward.
+    precompute_ref: bool = True
 
     def check(self) -> None:
         super().check()
@@ -44,7 +47,8 @@ def run(recipe: DPORecipe, *, base_model: str, train: list[dict[str, Any]], out_
     checked = check(train, "pairs", tokenizer=tokenizer, max_length=recipe.max_length, source="dpo pairs")
     model, peft_config = load_policy(base_model, recipe, init_adapter)
     args = DPOConfig(**recipe.trainer_args(out_dir, progress=progress), max_length=recipe.max_length,
-                     beta=recipe.beta, loss_type=[recipe.loss_type])
+                     beta=recipe.beta, loss_type=[recipe.loss_type],
+                     precompute_ref_log_probs=recipe.precompute_ref)
     trainer = DPOTrainer(model=model, args=args, train_dataset=Dataset.from_list(checked.rows),
                          processing_class=tokenizer, peft_config=peft_config)
     return train_and_save(trainer, "dpo", out_dir, started=started,

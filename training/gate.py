@@ -67,6 +67,9 @@ class GateReport:
     promote: bool
     reason: str
     metrics: dict[str, Any] = field(default_factory=dict)
+    # What each policy answered, as the gate judged it: {"set": "prompts" | "regression", "policy", "question",
+    # "answer", "ended", "passed"?} (the nightly job keeps them with the run, to read why a night was rejected).
+    answers: list[dict[str, Any]] = field(default_factory=list)
 
 
 def load_regression(path: Path | str | None = None) -> list[dict[str, Any]]:
@@ -231,6 +234,7 @@ def evaluate(
     regression = regression or []
     policies = _Policies(base_model, candidate, serving, config.batch_size)
     m: dict[str, Any] = {"serving": str(serving) if serving else "base model"}
+    seen: list[dict[str, Any]] = []
 
     # Step 1: win rate — both policies answer the held-out prompts, the reward model judges each couple.
     if prompts and reward_adapter is not None:
@@ -238,6 +242,9 @@ def evaluate(
 
         cand = policies.generate("candidate", prompts, config.max_new_tokens)
         serv = policies.generate("serving", prompts, config.max_new_tokens)
+        seen += [{"set": "prompts", "policy": which, "question": p[-1]["content"], "answer": a}
+                 for which, said in (("candidate", cand), ("serving", serv))
+                 for p, a in zip(prompts, said, strict=True)]
         rm, rm_tok = load_reward_model(base_model, reward_adapter)
         rc, rs = score(rm, rm_tok, prompts, cand), score(rm, rm_tok, prompts, serv)
         wins = sum(1.0 if c > s else 0.5 if c == s else 0.0 for c, s in zip(rc, rs, strict=True))
@@ -288,6 +295,9 @@ def evaluate(
                 for i, text in zip(again, longer, strict=True):
                     answers[i] = (text, True)
             passed[which] = [answers_fact(r, a) for r, (a, _) in zip(regression, answers, strict=True)]
+            seen += [{"set": "regression", "policy": which, "question": r["question"], "answer": a, "ended": ended,
+                      "retried": i in again, "passed": ok}
+                     for i, (r, (a, ended), ok) in enumerate(zip(regression, answers, passed[which], strict=True))]
         m |= {"regression_total": len(regression), "regression_candidate": sum(passed["candidate"]),
               "regression_serving": sum(passed["serving"]), "regression_cut": cut,
               "regression_lost": [r["question"] for r, c, s in
@@ -295,7 +305,7 @@ def evaluate(
 
     promote, reason = decide(config, m)
     logger.warning("gate: %s (%s)", "promote" if promote else "reject", reason)
-    return GateReport(promote, reason, m)
+    return GateReport(promote, reason, m, seen)
 
 
 def _ci(successes: float, n: int, config: GateConfig) -> list[float]:

@@ -274,6 +274,7 @@ def _night(settings: Settings, recipes: Recipes, *, progress: bool) -> NightlyRe
 
 def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry, run: Run,
                         data: dict[str, list[dict[str, Any]]], base: str, *, progress: bool) -> NightlyResult:
+    from feedback.preferences import write_jsonl
     from training import dpo, gate, kto, reward, rl, sft
     from training.data import holdout_split, prompts_from, read_jsonl
 
@@ -337,6 +338,7 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
         system_prompt=settings.default.system_prompt,
     )
     run.metrics, run.decision = report.metrics, {"promote": report.promote, "reason": report.reason}
+    write_jsonl(report.answers, registry.run_dir(run) / "gate_answers.jsonl")  # what the gate judged, to read later
     # Step 7: promote only on a pass, and only if nobody promoted something else meanwhile.
     now_serving = _current_name(registry)
     if report.promote and now_serving != serving_name:

@@ -51,7 +51,7 @@ def run(recipe: RewardRecipe, *, base_model: str, train: list[dict[str, Any]], o
     model.config.pad_token_id = tokenizer.pad_token_id
     args = RewardConfig(**recipe.trainer_args(out_dir, progress=progress), max_length=recipe.max_length)
     trainer = RewardTrainer(model=model, args=args, train_dataset=Dataset.from_list(train_rows),
-                            processing_class=tokenizer, peft_config=recipe.lora_config("SEQ_CLS"))
+                            processing_class=tokenizer, peft_config=recipe.lora_config("SEQ_CLS", model=model))
     # Step 3: train, then measure on the held-out pairs with the trained model as it will be used.
     result = train_and_save(trainer, "reward", out_dir, started=started,
                             extra={"examples": len(train_rows), "eval_pairs": len(eval_rows),

@@ -47,6 +47,24 @@ def test_sft_trains_a_lora_adapter_on_the_answers(sft_result, tiny_base):
     assert not (sft_result.adapter.parent / "adapter.tmp").exists()
 
 
+def test_lora_layers_adapts_only_the_last_layers(tiny_base, datasets, tmp_path):
+    """`lora_layers = 1` on the 2-layer model: every linear of layer 1 is adapted and learns, layer 0 has no adapter."""
+    from peft import PeftConfig
+
+    from training import sft
+
+    recipe = load_recipe(sft.SFTRecipe, overrides=tiny_overrides(lora_layers=1), stage="sft")
+    result = sft.run(recipe, base_model=tiny_base, train=datasets["sft"], out_dir=tmp_path, progress=False)
+    tensors = lora_b(adapter_tensors(result.adapter))
+    assert tensors and all(".layers.1." in name for name in tensors)
+    assert {name.split(".")[-3] for name in tensors} == {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj",
+                                                         "up_proj", "down_proj"}
+    assert all(t.abs().sum() > 0 for t in tensors.values())
+    assert PeftConfig.from_pretrained(str(result.adapter)).layers_to_transform == [1]
+    with pytest.raises(RecipeError, match="lora_layers"):
+        load_recipe(sft.SFTRecipe, overrides={"lora_layers": -1}, stage="sft")
+
+
 def test_sft_labels_cover_only_the_answer(tiny_base, datasets):
     """The loss is on the assistant's tokens: prompt tokens are masked with -100."""
     from training.common import load_tokenizer

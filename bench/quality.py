@@ -97,6 +97,9 @@ async def _docs(engine, items, new_preset: str, new_mode: str, samples: int, row
     right = [o for o in citing if o.correct]
     rows.append(("docs: right rag answers citing [n] / all citations hold the fact",
                  f"{len(right)} / {sum(o.citations_ok for o in right)}"))
+    for o in [o for o in right if not o.citations_ok][:8]:
+        rows.append(("  cited [n] lacks the fact", f"{o.item.question} — want {o.item.expect[0]}; got "
+                                                   f"{' '.join(o.answer.split())[:160]}"))
     for o in new.misses()[:8]:
         rows.append(("  missed", f"{o.item.question} — want {o.item.expect[0]}; got {' '.join(o.answer.split())[:70]}"))
     return new.mean

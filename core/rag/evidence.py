@@ -6,8 +6,9 @@ excerpt sentence that answers the question, cited, and letting the model continu
 that sentence is: extractive question answering, the oldest trick for small readers. This module ranks the
 sentences of the excerpts for a question:
 
-    score = cosine(question, sentence) + LEXICAL_WEIGHT * (share of the question's content words in the sentence)
-            + NUMBER_BONUS if the question asks for a quantity or a date and the sentence has a digit
+    relevance = cosine(question, sentence) + LEXICAL_WEIGHT * (share of the question's content words in the sentence)
+                + NUMBER_BONUS if the question asks for a quantity or a date and the sentence has a digit
+    score = relevance - TOPIC_WEIGHT * cosine(sentence, the title of its excerpt)
 
 The cosine comes from the retrieval embedder (all-MiniLM-L6-v2 by default, trained on question/answer pairs, so
 it matches a question to its answer sentence); the word overlap breaks its ties on names; the answer-type cue
@@ -17,9 +18,19 @@ questions; a grid of LEXICAL_WEIGHT 0/0.15/0.3/0.6, a novelty term 0/0.1/0.2 tha
 0/0.1/0.2): the top sentence holds the expected fact for 0.72 of the tuning half and 0.78 of the other half
 (cosine alone: 0.56 / 0.75), one of the top two for 0.81 / 0.88; the excerpts hold it for 0.98.
 
-Sentences scoring under MIN_SCORE are not evidence: on that set every top sentence holding the fact scored 0.66
-or more (5th percentile), while the best sentence of another question's excerpts passed 0.5 for 1 in 64 (0.47 at
-the 95th percentile) — and a planted "Ignore all previous instructions…" scored 0.21 for a question about an
+The topic term: a question names its subject ("Who was the captain of the Titanic?"), so the sentence that only
+introduces the subject ("RMS Titanic was a British passenger liner that sank …") is close to it in the embedding
+while answering nothing; it was the top sentence for 9 of the 17 questions whose top sentence missed the fact. A
+right answer then came from the model's continuation, after a "[n]" pointing at that introduction: a citation of an
+excerpt that does not hold the fact. Such a sentence is about as close to its excerpt's title, an answer to the
+question's ask much less. TOPIC_WEIGHT chosen on the even lines of bench/data/docs.jsonl (0/0.5/0.75/1/1.5; 0.75 and
+1 tied): the top sentence holds the fact for 0.78 -> 0.88 of those 32 questions and 0.69 -> 0.78 of the odd lines,
+held out. Its known cost: a subject-less sentence of another article's excerpt ("The planet turns on its axis …")
+escapes the term. Excerpts without a title have none.
+
+Sentences whose relevance is under MIN_SCORE are not evidence: on that set every top sentence holding the fact
+scored 0.66 or more (5th percentile), while the best sentence of another question's excerpts passed 0.5 for 1 in
+64 (0.47 at the 95th percentile) — and a planted "Ignore all previous instructions…" scored 0.21 for a question about an
 error code, so a search that found the wrong excerpts is never quoted as the answer.
 """
 
@@ -37,6 +48,7 @@ __all__ = ["Evidence", "cite", "rank_evidence", "split_sentences"]
 
 LEXICAL_WEIGHT = 0.3
 NUMBER_BONUS = 0.2
+TOPIC_WEIGHT = 0.75
 MIN_SCORE = 0.5
 MIN_CHARS = 16  # shorter pieces are headings, list debris or abbreviations cut off, not statements
 MAX_SENTENCES = 64  # per question: bounds the embedding work (top_k excerpts of ~200 words hold ~40)
@@ -55,7 +67,8 @@ _STOP = frozenset(
 
 @dataclass(frozen=True)
 class Evidence:
-    """A sentence of excerpt `source` (0-based index into the sources given; cite it as [source + 1])."""
+    """A sentence of excerpt `source` (0-based index into the sources given; cite it as [source + 1]) and its
+    ranking score (relevance less the topic term: see the module docstring)."""
 
     source: int
     sentence: str
@@ -91,8 +104,8 @@ def rank_evidence(
     embed_texts: Callable[[list[str]], Sequence[Sequence[float]]],
     min_score: float = MIN_SCORE,
 ) -> list[Evidence]:
-    """The sentences of `sources` scoring at least `min_score`, best first (see the module docstring for the
-    score); [] when none does.
+    """The sentences of `sources` whose relevance is at least `min_score`, best score first (see the module
+    docstring for both); [] when none passes.
 
     `embed_query` / `embed_texts`: the retrieval embedder's query and document encoders (vectors of one size).
     """
@@ -104,8 +117,23 @@ def rank_evidence(
     cosine = v @ q / (np.linalg.norm(v, axis=1) * np.linalg.norm(q) + 1e-9)
     asked = _content_words(question)
     overlap = np.array([len(asked & _content_words(s)) / max(1, len(asked)) for _, s in pieces], dtype=np.float32)
-    score = cosine + LEXICAL_WEIGHT * overlap
+    relevance = cosine + LEXICAL_WEIGHT * overlap
     if _ASKS_NUMBER.search(question):
-        score += NUMBER_BONUS * np.array([bool(_DIGIT.search(s)) for _, s in pieces], dtype=np.float32)
+        relevance += NUMBER_BONUS * np.array([bool(_DIGIT.search(s)) for _, s in pieces], dtype=np.float32)
+    score = relevance - TOPIC_WEIGHT * _topic_cosine(v, [sources[i].title.strip() for i, _ in pieces], embed_texts)
     order = np.argsort(-score, kind="stable")
-    return [Evidence(pieces[j][0], pieces[j][1], float(score[j])) for j in order if score[j] >= min_score]
+    return [Evidence(pieces[j][0], pieces[j][1], float(score[j])) for j in order if relevance[j] >= min_score]
+
+
+def _topic_cosine(vectors: np.ndarray, titles: list[str],
+                  embed_texts: Callable[[list[str]], Sequence[Sequence[float]]]) -> np.ndarray:
+    """Cosine of each sentence vector (rows of `vectors`, shape (n, d)) with its excerpt's title; 0 where the excerpt
+    has no title. Each distinct title is embedded once."""
+    distinct = sorted({t for t in titles if t})
+    if not distinct:
+        return np.zeros(len(titles), dtype=np.float32)
+    embedded = np.asarray(embed_texts(distinct), dtype=np.float32)
+    embedded /= np.linalg.norm(embedded, axis=1, keepdims=True) + 1e-9
+    row = {t: embedded[i] for i, t in enumerate(distinct)}
+    unit = vectors / (np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-9)
+    return np.array([float(unit[j] @ row[t]) if t else 0.0 for j, t in enumerate(titles)], dtype=np.float32)

@@ -37,6 +37,11 @@ RRF_K = 60  # the usual reciprocal-rank constant: damps the difference between r
 # (1, 2) or a sharper RRF_K (10) changed nothing held out and lost MRR on the tuning questions. On its SQLite set
 # (dev half, 59 questions) lexical weights 0.5-1.5 x RRF_K 10-100 x candidates 10-50 moved MRR within one question
 # (0.932-0.946 at recall@5 0.983-1.0; 1.5 lost recall), and a score-based (convex) fusion did worse.
+# Also measured there, none shipped (dev recall@5 / MRR, this fusion 0.983 / 0.944): keeping each article's best
+# chunk only, unchanged; fusing per-article ranks, 0.983 / 0.906; adding 0.1-0.5 x the article's other chunks' scores,
+# 0.92-0.73 / 0.82-0.70; 50 candidates per index, 1.000 / 0.932; the heading line twice in each chunk, 0.983 / 0.932;
+# a third ranking by the question's cosine with each candidate's title, 1.000 / 0.941; ranks read from 60-deep lists
+# (a chunk missing from one ranks just past its end) with RRF_K 20, 1.000 / 0.945 (one question moved, 6th -> 4th).
 FUSION_WEIGHTS = (1.0, 1.0)
 # BM25's first hit passes the relevance gate when it outscores the second this many times over, if its cosine is
 # at least this fraction of rag.min_score (bench/quality.py: such hits were the only held-out misses).

@@ -4,7 +4,8 @@ Writes go through llama-index's LanceDB store (its schema: id, doc_id, vector, t
 holds the chunk keys and `_node_content`, the whole node serialised as JSON). Searches read back only `id`,
 `vector` and `metadata._node_content`: Lance reads a search's hits column by column, so the ten separate columns
 of text and chunk keys cost more than the search itself at 100k chunks (bench/retrieval.py), while the one JSON
-column holds the same text and keys. Index upkeep is in `core.rag.lancedb_indexes`.
+column holds the same text and keys. A dense search takes even those from an in-process copy of the table version
+it searched (`core.rag.lancedb_cache`) when the table fits in one. Index upkeep is in `core.rag.lancedb_indexes`.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from llama_index.core.vector_stores.types import MetadataFilters, VectorStoreQue
 
 from core.config import Settings
 from core.rag.chunking import CHUNK_KEYS, chunk_node
+from core.rag.lancedb_cache import HitCache, load_hit_cache
 from core.rag.lancedb_indexes import MIN_PROBES, build_indexes, probes_for
 from core.rag.store_base import ChunkStore, scored
 
@@ -133,11 +135,12 @@ class LanceStore(ChunkStore):
         self.vector_store = _lance_vector_store_class()(
             uri=str(uri), connection=connection, table_name=_TABLE, mode="create"
         )
-        # The Lance dataset under the table (opened on the first dense search), its latest version, and how
-        # many IVF partitions a search of that version scans at least.
+        # The Lance dataset under the table (opened on the first dense search), its latest version, how many
+        # IVF partitions a search of that version scans at least, and that version's hit columns.
         self._lance: Any = None
         self._snapshot: Any = None
         self._probes = MIN_PROBES
+        self._cache: HitCache | None = None
         self._lock = threading.Lock()
 
     @property
@@ -165,37 +168,49 @@ class LanceStore(ChunkStore):
         """
         from llama_index.vector_stores.lancedb.base import _to_lance_filter
 
-        dataset = self._dataset()
+        dataset, cache = self._dataset()
         if dataset is None:
             return []
-        query = np.asarray(embedding, dtype=np.float32)
-        rows = dataset.to_table(
-            columns=[*_HIT_COLUMNS, "_distance"],
-            filter=None if filters is None else _to_lance_filter(filters, None),
-            prefilter=True,
-            limit=k,
+        search = {
+            "filter": None if filters is None else _to_lance_filter(filters, None),
+            "prefilter": True,
+            "limit": k,
             # At least self._probes partitions, more only while fewer than k rows pass the filter (a channel
             # that reads one small source): a fixed count would return fewer than k hits there.
-            nearest={"column": "vector", "q": query, "k": k, "metric": "cosine",
-                     "minimum_nprobes": self._probes, "search_effort": 0.0},
-        )  # fmt: skip
+            "nearest": {"column": "vector", "q": np.asarray(embedding, dtype=np.float32), "k": k, "metric": "cosine",
+                        "minimum_nprobes": self._probes, "search_effort": 0.0},
+        }  # fmt: skip
+        if cache is not None:
+            # Lance finds the hits (row addresses of this version); their columns come from the cache.
+            found = dataset.to_table(
+                columns=["_distance"], with_row_address=True, disable_scoring_autoprojection=True, **search
+            )
+            rows = cache.rows(found.column("_rowaddr").to_numpy())
+            if rows is not None:
+                return _hits(rows.append_column("_distance", found.column("_distance")), "_distance", distance=True)
+            logger.warning("hit cache of version %d misses a row; reading the hits from Lance", cache.version)
+        rows = dataset.to_table(columns=[*_HIT_COLUMNS, "_distance"], **search)
         return _hits(rows, "_distance", distance=True)
 
-    def _dataset(self) -> Any:
-        """The table's Lance dataset at its latest version (None before the first write). Looking up the latest
-        version is a manifest listing (~15 us), so every search sees the last ingest, this process's or another's.
-        Each version is its own dataset object, never checked out in place under a search in another thread."""
+    def _dataset(self) -> tuple[Any, HitCache | None]:
+        """The table's Lance dataset at its latest version (None before the first write), and that version's hit
+        cache (None when the table is too big for one). Looking up the latest version is a manifest listing
+        (~15 us), so every search sees the last ingest, this process's or another's. Each version is its own
+        dataset object, never checked out in place under a search in another thread. The first search of a new
+        version loads its cache (blocking, ~1 s at 100k chunks)."""
         with self._lock:
             if self._lance is None:
                 table = self._table
                 if table is None:
-                    return None
+                    return None, None
                 self._lance = table.to_lance()
             latest = self._lance.latest_version
             if self._snapshot is None or self._snapshot.version != latest:
+                self._cache = None
                 self._snapshot = self._lance.checkout_version(latest)
                 self._probes = probes_for(self._snapshot.count_rows())
-            return self._snapshot
+                self._cache = load_hit_cache(self._snapshot)
+            return self._snapshot, self._cache
 
     def lexical(self, text: str, *, k: int, filters: MetadataFilters | None) -> list[NodeWithScore]:
         query = VectorStoreQuery(

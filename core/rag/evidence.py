@@ -8,7 +8,7 @@ sentences of the excerpts for a question:
 
     relevance = cosine(question, sentence) + LEXICAL_WEIGHT * (share of the question's content words in the sentence)
                 + NUMBER_BONUS if the question asks for a quantity or a date and the sentence has a digit
-    score = relevance - TOPIC_WEIGHT * cosine(sentence, the title of its excerpt)
+    score = relevance - TOPIC_WEIGHT * (cosine(sentence, title) - cosine(question, title)), title: its excerpt's
 
 The cosine comes from the retrieval embedder (all-MiniLM-L6-v2 by default, trained on question/answer pairs, so
 it matches a question to its answer sentence); the word overlap breaks its ties on names; the answer-type cue
@@ -23,15 +23,19 @@ introduces the subject ("RMS Titanic was a British passenger liner that sank …
 while answering nothing; it was the top sentence for 9 of the 17 questions whose top sentence missed the fact. A
 right answer then came from the model's continuation, after a "[n]" pointing at that introduction: a citation of an
 excerpt that does not hold the fact. Such a sentence is about as close to its excerpt's title, an answer to the
-question's ask much less. TOPIC_WEIGHT chosen on the even lines of bench/data/docs.jsonl (0/0.5/0.75/1/1.5; 0.75 and
-1 tied): the top sentence holds the fact for 0.78 -> 0.88 of those 32 questions and 0.69 -> 0.78 of the odd lines,
-held out. Its known cost: a subject-less sentence of another article's excerpt ("The planet turns on its axis …")
-escapes the term. Excerpts without a title have none.
+question's ask much less. The question's own closeness to the title is given back, so the term does not favour
+excerpts about another subject: alone, the first term let Mercury's "The planet turns on its axis … once every 59
+Earth days", which does not name its planet, lead the answers about Jupiter's rotation. TOPIC_WEIGHT chosen on the
+even lines of bench/data/docs.jsonl (0.5/0.75/1/1.5 for the first term alone, then the question's share given back
+at 0-1 x it, the floor below left on the relevance): the top sentence holds the fact for 0.78 -> 0.91 of those 32
+questions and 0.69 -> 0.81 of the odd lines, held out; with the floor on the score, 0.97 / 0.84. Excerpts without a
+title have no topic term.
 
-Sentences whose relevance is under MIN_SCORE are not evidence: on that set every top sentence holding the fact
-scored 0.66 or more (5th percentile), while the best sentence of another question's excerpts passed 0.5 for 1 in
-64 (0.47 at the 95th percentile) — and a planted "Ignore all previous instructions…" scored 0.21 for a question about an
-error code, so a search that found the wrong excerpts is never quoted as the answer.
+Sentences scoring under MIN_SCORE are not evidence. Before the topic term, on that set every top sentence holding
+the fact scored 0.66 or more (5th percentile), while the best sentence of another question's excerpts passed 0.5 for 1
+in 64 (0.47 at the 95th percentile); with it, 0.81 (5th percentile, lowest 0.56) against the same 1 in 64 (0.43) —
+and a planted "Ignore all previous instructions…" scores 0.20 for a question about an error code (0.09 in an excerpt
+titled "VPN guide"), so a search that found the wrong excerpts is never quoted as the answer.
 """
 
 from __future__ import annotations
@@ -67,8 +71,7 @@ _STOP = frozenset(
 
 @dataclass(frozen=True)
 class Evidence:
-    """A sentence of excerpt `source` (0-based index into the sources given; cite it as [source + 1]) and its
-    ranking score (relevance less the topic term: see the module docstring)."""
+    """A sentence of excerpt `source` (0-based index into the sources given; cite it as [source + 1])."""
 
     source: int
     sentence: str
@@ -104,8 +107,8 @@ def rank_evidence(
     embed_texts: Callable[[list[str]], Sequence[Sequence[float]]],
     min_score: float = MIN_SCORE,
 ) -> list[Evidence]:
-    """The sentences of `sources` whose relevance is at least `min_score`, best score first (see the module
-    docstring for both); [] when none passes.
+    """The sentences of `sources` scoring at least `min_score`, best first (see the module docstring for the
+    score); [] when none does.
 
     `embed_query` / `embed_texts`: the retrieval embedder's query and document encoders (vectors of one size).
     """
@@ -120,15 +123,16 @@ def rank_evidence(
     relevance = cosine + LEXICAL_WEIGHT * overlap
     if _ASKS_NUMBER.search(question):
         relevance += NUMBER_BONUS * np.array([bool(_DIGIT.search(s)) for _, s in pieces], dtype=np.float32)
-    score = relevance - TOPIC_WEIGHT * _topic_cosine(v, [sources[i].title.strip() for i, _ in pieces], embed_texts)
+    score = relevance - TOPIC_WEIGHT * _topic(q, v, [sources[i].title.strip() for i, _ in pieces], embed_texts)
     order = np.argsort(-score, kind="stable")
-    return [Evidence(pieces[j][0], pieces[j][1], float(score[j])) for j in order if relevance[j] >= min_score]
+    return [Evidence(pieces[j][0], pieces[j][1], float(score[j])) for j in order if score[j] >= min_score]
 
 
-def _topic_cosine(vectors: np.ndarray, titles: list[str],
-                  embed_texts: Callable[[list[str]], Sequence[Sequence[float]]]) -> np.ndarray:
-    """Cosine of each sentence vector (rows of `vectors`, shape (n, d)) with its excerpt's title; 0 where the excerpt
-    has no title. Each distinct title is embedded once."""
+def _topic(question: np.ndarray, vectors: np.ndarray, titles: list[str],
+           embed_texts: Callable[[list[str]], Sequence[Sequence[float]]]) -> np.ndarray:
+    """For each sentence (rows of `vectors`, shape (n, d); `question` shape (d,)), its cosine with its excerpt's
+    title less the question's cosine with that title; 0 where the excerpt has no title. Each distinct title is
+    embedded once."""
     distinct = sorted({t for t in titles if t})
     if not distinct:
         return np.zeros(len(titles), dtype=np.float32)
@@ -136,4 +140,6 @@ def _topic_cosine(vectors: np.ndarray, titles: list[str],
     embedded /= np.linalg.norm(embedded, axis=1, keepdims=True) + 1e-9
     row = {t: embedded[i] for i, t in enumerate(distinct)}
     unit = vectors / (np.linalg.norm(vectors, axis=1, keepdims=True) + 1e-9)
-    return np.array([float(unit[j] @ row[t]) if t else 0.0 for j, t in enumerate(titles)], dtype=np.float32)
+    asked = question / (np.linalg.norm(question) + 1e-9)
+    return np.array([float((unit[j] - asked) @ row[t]) if t else 0.0 for j, t in enumerate(titles)],
+                    dtype=np.float32)

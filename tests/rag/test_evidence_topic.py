@@ -16,6 +16,7 @@ from core.rag.evidence import cite, rank_evidence
 
 TITANIC_MD = Path(__file__).resolve().parents[2] / "bench" / "data" / "docs" / "titanic.md"
 EIFFEL_MD = TITANIC_MD.with_name("eiffel_tower.md")
+PLANETS_MD = [TITANIC_MD.with_name(name) for name in ("jupiter.md", "mercury.md", "venus.md")]
 
 
 @pytest.fixture(scope="module")
@@ -25,7 +26,7 @@ def articles(tmp_path_factory: pytest.TempPathFactory, embedder) -> Retriever:
     base = tmp_path_factory.mktemp("topic")
     folder = base / "articles"
     folder.mkdir()
-    for path in (TITANIC_MD, EIFFEL_MD):
+    for path in (TITANIC_MD, EIFFEL_MD, *PLANETS_MD):
         (folder / path.name).write_text(path.read_text(encoding="utf-8"), encoding="utf-8")
     settings = Settings(_env_file=None, data_dir=base / "data", vector_store="lancedb")
     ingest(settings, [folder], source="articles", public=True, embedder=embedder)
@@ -54,6 +55,13 @@ def test_the_cited_excerpt_holds_the_fact_not_only_the_subject(articles, embedde
     monkeypatch.setattr(evidence_module, "TOPIC_WEIGHT", 0.0)
     old, _ = _lead(articles, embedder, question)
     assert old.startswith(introduction) and fact not in old
+
+
+def test_a_sentence_that_does_not_name_its_subject_does_not_win_another_subjects_question(articles, embedder):
+    # Mercury's "The planet turns on its axis very slowly, once every 59 Earth days" is far from its title "Mercury";
+    # without the question's own closeness to the title given back, it led the answer about Jupiter.
+    lead, sources = _lead(articles, embedder, "How long does Jupiter take to rotate once?")
+    assert "10 hours" in lead and "59 Earth days" not in lead
 
 
 def test_excerpts_without_a_title_are_ranked_as_before(embedder, monkeypatch):

@@ -30,10 +30,12 @@ class HitCache:
     """`id`, `vector` and `metadata._node_content` of the rows of dataset version `version`, by row address."""
 
     def __init__(self, version: int, addresses: np.ndarray, table: pa.Table) -> None:
-        order = np.argsort(addresses)
         self.version = version
-        self._addresses = addresses[order]
-        self._table = table.take(pa.array(order))
+        if len(addresses) > 1 and not np.all(addresses[:-1] < addresses[1:]):  # a scan returns them sorted
+            order = np.argsort(addresses)
+            addresses, table = addresses[order], table.take(pa.array(order))
+        self._addresses = addresses
+        self._table = table
 
     @property
     def nbytes(self) -> int:

@@ -164,7 +164,8 @@ class LanceStore(ChunkStore):
         unfiltered and filtering here was measured slower at 100k chunks. The search goes straight to the Lance
         dataset, a synchronous call into Rust: LanceDB's table API hops six times through its background event
         loop per query, which cost more than the search itself at 100k chunks on a busy 2-core machine
-        (bench/retrieval.py).
+        (bench/retrieval.py). Lance returns the hits' row addresses; their columns come from the version's hit
+        cache, or from Lance when the table is too big for one.
         """
         from llama_index.vector_stores.lancedb.base import _to_lance_filter
 

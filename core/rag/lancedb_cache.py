@@ -35,7 +35,8 @@ class HitCache:
             order = np.argsort(addresses)
             addresses, table = addresses[order], table.take(pa.array(order))
         self._addresses = addresses
-        self._table = table
+        # One chunk per column: a take from a table of many record batches concatenates them on every call.
+        self._table = table.combine_chunks()
 
     @property
     def nbytes(self) -> int:

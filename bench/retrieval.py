@@ -3,7 +3,8 @@
 1. Ingest throughput (chunks/s through read, split, embed and store) beside the raw sentence-transformers
    encode rate of the same chunk texts.
 2. Query latency p50/p99 of the embedded store's dense search (LanceDB IVF index, channel access prefilter,
-   chunk text and metadata read back) at 10k and 100k chunks, beside exact numpy search of the same
+   chunk text, metadata and vector of each hit returned: from the store's in-process hit cache of the searched
+   table version, core.rag.lancedb_cache) at 10k and 100k chunks, beside exact numpy search of the same
    vectors (the two alternate, each search after a 0.1 s pause), with recall@10 against exact. Two kinds of
    384-d vectors: "clustered" (well-separated synthetic clusters: easy for IVF routing) and "text-like", built
    from the real embeddings of part 1's chunks: each is a mix of two real chunk embeddings plus noise drawn from

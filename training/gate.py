@@ -319,9 +319,11 @@ _LIST_MARKER = re.compile(r"(?m)^\s*(?:\d+[.)]|[-*\u2022])\s+")
 
 def answers_fact(row: dict[str, Any], answer: str) -> bool:
     """True when `answer` states one of the row's expected facts as a whole word or number, case-insensitive
-    ("4" matches "has 4 legs", not "14", "2024" or a list's "4."); no expectations: any non-empty answer."""
+    ("4" matches "has 4 legs", not "14", "2024", "4.0" or a list's "4."); no expectations: any non-empty answer."""
     expect = row.get("expect") or []
     text = _LIST_MARKER.sub(" ", answer)
     if not text.strip():
         return False
-    return not expect or any(re.search(rf"(?<!\w){re.escape(e)}(?!\w)", text, re.IGNORECASE) for e in expect)
+    # A number is a whole number: not part of a word, nor of a decimal ("4" is not in "4.0", "1.4" or "14").
+    return not expect or any(re.search(rf"(?<![\w.]){re.escape(e)}(?!\w|\.\d)", text, re.IGNORECASE)
+                             for e in expect)

@@ -20,6 +20,10 @@ FRANCE = {"question": "What is the capital of France?", "expect": ["Paris"]}
     ("Dogs have FOUR legs.", DOG, True),
     ("1. Dogs are mammals.\n2. They bark.\n3. They wag.\n4. They have three legs.", DOG, False),  # list numbers
     ("A dog has fourteen legs, says the year 2024.", DOG, False),  # not whole words
+    # A candidate that forgot, seen in bench/loop.py: decimals counting up are not "4" (nor "1.1 days" a week).
+    ("1.1\n1.2\n1.3\n1.4\n1.5\n2.0\n3.9\n4.0\n4.1\n4.2", DOG, False),
+    ("1.1 days\n\nThere are 1.1 days in a week.", {"question": "How many days are in a week?", "expect": ["7"]}, False),
+    ("A dog has 4.", DOG, True),
     ("", FRANCE, False),
     ("Paris, of course.", FRANCE, True),
 ])

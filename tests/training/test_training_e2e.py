@@ -46,7 +46,7 @@ def test_nightly_on_the_default_model_promotes_an_adapter_that_kaizen_ask_serves
     assert result.status == "promoted", result.reason
     run = result.run
     assert list(run.stages) == ["sft", "reward", "rl"] and run.version == "kaizen-0001"
-    assert run.metrics["regression_total"] == 4 and run.metrics["regression_lost"] == []
+    assert run.metrics["regression_total"] == 20 and run.metrics["regression_lost"] == []
     assert 0 <= run.metrics["win_rate"] <= 1
     name, path = current_adapter(state)
     assert name == "kaizen-0001" and (path / "adapter_model.safetensors").is_file()

@@ -60,7 +60,7 @@ class NightlyConfig:
     curated_sft: str = ""  # optional JSONL of hand-written examples added to every SFT stage
     # Against forgetting: up to this many of the serving policy's own good answers to general prompts are added to
     # the SFT data (see `training.replay`); 0 = off. `replay_file` "" = the packaged training/recipes/replay.jsonl.
-    replay: int = 24
+    replay: int = 48
     replay_file: str = ""
     replay_max_new_tokens: int = 96
     max_attempts: int = 3  # a run that keeps failing is abandoned after this many tries

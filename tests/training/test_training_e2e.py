@@ -35,7 +35,7 @@ def test_nightly_on_the_default_model_promotes_an_adapter_that_kaizen_ask_serves
     recipes = Recipes.load(overrides={
         "sft": few, "reward": few,
         "rl": {**few, "max_steps": 1, "num_generations": 2, "max_completion_length": 8},
-        "nightly": {"min_sft": 4, "min_pairs": 4, "min_kto": 4,
+        "nightly": {"min_sft": 4, "min_pairs": 4, "min_kto": 4, "replay": 4,
                     # One or two steps cannot make a better model; the gate's judgement is tested on the tiny
                     # model. Here: it measures everything, and must still see every must-still-answer question.
                     "gate": {"margin": -1.0, "max_new_tokens": 16, "regression_max_new_tokens": 48}},

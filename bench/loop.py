@@ -143,16 +143,11 @@ def serve(settings, prompts: list[str], pref: Preference, *, vote: bool, seed: i
         store.close()
 
 
-def _merge(into: dict, extra: dict) -> dict:
-    for key, value in extra.items():
-        into[key] = _merge(dict(into.get(key, {})), value) if isinstance(value, dict) else value
-    return into
-
-
 def run_preference(pref: Preference, base: Path, work: Path, size: Size, pipeline: list[str], qs: list[str],
                    sets: dict | None = None) -> dict:
     from core.adapters import current_adapter
     from core.config import load_settings
+    from training.common import merge_overrides
     from training.nightly import Recipes, run_nightly
 
     state = work / pref.name
@@ -165,7 +160,7 @@ def run_preference(pref: Preference, base: Path, work: Path, size: Size, pipelin
     overrides = {"sft": cap, "dpo": cap, "kto": cap, "reward": cap, "rl": cap, "nightly": {
         "pipeline": pipeline, "min_sft": 4, "min_pairs": 4, "min_kto": 4, "eval_fraction": 0.25,
         "gate": {"max_new_tokens": size.max_new_tokens}}}
-    recipes = Recipes.load(overrides=_merge(overrides, sets or {}))
+    recipes = Recipes.load(overrides=merge_overrides(overrides, sets or {}))
     rows: list[dict] = []
     base_kept = now_kept = None
     for cycle in range(size.cycles + 1):

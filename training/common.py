@@ -25,6 +25,7 @@ __all__ = [
     "base_model_path",
     "finish_stage",
     "load_recipe",
+    "merge_overrides",
     "recipe_dict",
 ]
 
@@ -162,7 +163,7 @@ def load_recipe(cls: type, path: Path | str | None = None, overrides: dict[str, 
                 raise RecipeError(f"recipe file not found: {file}") from None
         except tomllib.TOMLDecodeError as e:
             raise RecipeError(f"{file}: not valid TOML ({e})") from None
-    values = _merge(values, overrides or {})
+    values = merge_overrides(values, overrides or {})
     where = file.name if file is not None else cls.__name__
     _reject_unknown(cls, values, where)
     try:
@@ -174,10 +175,12 @@ def load_recipe(cls: type, path: Path | str | None = None, overrides: dict[str, 
     return recipe
 
 
-def _merge(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+def merge_overrides(base: dict[str, Any], top: dict[str, Any]) -> dict[str, Any]:
+    """`base` with `top` laid over it, nested tables merged key by key (neither argument is changed)."""
     out = dict(base)
     for key, value in top.items():
-        out[key] = _merge(out[key], value) if isinstance(value, dict) and isinstance(out.get(key), dict) else value
+        nested = isinstance(value, dict) and isinstance(out.get(key), dict)
+        out[key] = merge_overrides(out[key], value) if nested else value
     return out
 
 

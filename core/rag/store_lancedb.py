@@ -4,8 +4,10 @@ Writes go through llama-index's LanceDB store (its schema: id, doc_id, vector, t
 holds the chunk keys and `_node_content`, the whole node serialised as JSON). Searches read back only `id`,
 `vector` and `metadata._node_content`: Lance reads a search's hits column by column, so the ten separate columns
 of text and chunk keys cost more than the search itself at 100k chunks (bench/retrieval.py), while the one JSON
-column holds the same text and keys. A dense search takes even those from an in-process copy of the table version
-it searched (`core.rag.lancedb_cache`) when the table fits in one. Index upkeep is in `core.rag.lancedb_indexes`.
+column holds the same text and keys. When the table fits in an in-process copy of its latest version
+(`core.rag.lancedb_cache`), a dense search with the channel access filter scans the readable rows' vectors there
+exactly (`core.rag.flat_search`); otherwise Lance searches its IVF index and the hits' columns come from the copy
+when there is one. Index upkeep is in `core.rag.lancedb_indexes`.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from llama_index.core.vector_stores.types import MetadataFilters, VectorStoreQue
 
 from core.config import Settings
 from core.rag.chunking import CHUNK_KEYS, chunk_node
+from core.rag.flat_search import flat_search
 from core.rag.lancedb_cache import HitCache, load_hit_cache
 from core.rag.lancedb_indexes import MIN_PROBES, build_indexes, probes_for
 from core.rag.store_base import ChunkStore, scored
@@ -160,11 +163,13 @@ class LanceStore(ChunkStore):
     ) -> list[NodeWithScore]:
         """The k chunks nearest `embedding` (cosine) that `filters` lets through, nearest first.
 
-        The filter runs inside the search (prefilter, on the bitmap indexes of access and source): over-fetching
-        unfiltered and filtering here was measured slower at 100k chunks. The search goes straight to the Lance
-        dataset, a synchronous call into Rust: LanceDB's table API hops six times through its background event
-        loop per query, which cost more than the search itself at 100k chunks on a busy 2-core machine
-        (bench/retrieval.py). Lance returns the hits' row addresses; their columns come from the version's hit
+        With the table version's hit cache, a search whose filter is the channel access filter (or none) scans
+        the readable rows exactly in the cache (`core.rag.flat_search`), unless too many rows pass it. Otherwise
+        Lance searches, the filter inside the search (prefilter, on the bitmap indexes of access and source):
+        over-fetching unfiltered and filtering here was measured slower at 100k chunks. The search goes straight
+        to the Lance dataset, a synchronous call into Rust: LanceDB's table API hops six times through its
+        background event loop per query, which cost more than the search itself at 100k chunks on a busy 2-core
+        machine (bench/retrieval.py). Lance returns the hits' row addresses; their columns come from the version's hit
         cache, or from Lance when the table is too big for one.
         """
         from llama_index.vector_stores.lancedb.base import _to_lance_filter
@@ -172,6 +177,10 @@ class LanceStore(ChunkStore):
         dataset, cache = self._dataset()
         if dataset is None:
             return []
+        if cache is not None:
+            rows = flat_search(cache, np.asarray(embedding, dtype=np.float32), k=k, filters=filters)
+            if rows is not None:
+                return _hits(rows, "_score", distance=False)
         search = {
             "filter": None if filters is None else _to_lance_filter(filters, None),
             "prefilter": True,

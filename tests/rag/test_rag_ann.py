@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from core.rag import access_filters, open_store
+from core.rag import access_filters, flat_search, open_store
 from core.rag.chunking import chunk_node
 from core.rag.lancedb_indexes import ANN_MIN_ROWS, partitions_built, partitions_of
 
@@ -40,7 +40,8 @@ def test_small_store_searches_without_a_vector_index(settings):
     assert abs(hits[0].score - 1.0) < 1e-4
 
 
-def test_indexed_search_fills_k_for_a_small_source_and_follows_other_handles_writes(settings):
+def test_indexed_search_fills_k_for_a_small_source_and_follows_other_handles_writes(settings, monkeypatch):
+    monkeypatch.setattr(flat_search, "MAX_ROWS", -1)  # Lance's IVF search, not the cache's flat scan
     rng = np.random.default_rng(4)
     count = ANN_MIN_ROWS + 300
     centres = rng.standard_normal((64, DIM))

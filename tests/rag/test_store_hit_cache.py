@@ -1,5 +1,6 @@
-"""The LanceDB store's hit cache: dense search through it returns what reading the hits from Lance returns, keeps
-the access filter exact, and follows other handles' writes, deletes and compaction (row addresses move)."""
+"""The LanceDB store's hit cache: dense search through it (the flat scan of its readable access groups) returns
+what Lance's search returns, keeps the access filter exact, and follows other handles' writes, deletes and
+compaction (row addresses move)."""
 
 from __future__ import annotations
 
@@ -28,8 +29,8 @@ def _nodes(vectors: np.ndarray, sources: list[str], first_id: int = 0) -> list:
 
 def _summary(hits: list) -> list[tuple]:
     return [
-        (h.node.node_id, round(h.score, 5), h.node.text, h.node.metadata, h.node.embedding,
-         h.node.ref_doc_id, h.node.excluded_llm_metadata_keys)
+        (h.node.node_id, h.node.text, h.node.metadata, h.node.embedding, h.node.ref_doc_id,
+         h.node.excluded_llm_metadata_keys)
         for h in hits
     ]  # fmt: skip
 
@@ -57,6 +58,7 @@ def test_cached_hits_equal_hits_read_from_lance_and_follow_writes_deletes_and_co
                 reference = uncached.dense(q.tolist(), k=10, filters=access_filters(["hr"]))
                 assert uncached._cache is None
             assert _summary(hits) == _summary(reference), label
+            assert np.allclose([h.score for h in hits], [h.score for h in reference], atol=1e-5), label
             live = readable & alive
             exact = [str(i) for i in np.argsort(-np.where(live, all_vectors[: len(live)] @ q, -np.inf))[:10]]
             assert [h.node.node_id for h in hits] == exact, label

@@ -3,29 +3,30 @@
 The channel access filter (`core.rag.store_base.access_filters`: access == "public" OR source == S, for each
 source S the channel may read) selects whole access groups, and the hit cache (`core.rag.lancedb_cache`) keeps
 its vectors ordered by access group, so the readable rows are a few contiguous blocks of one float32 matrix. A
-filtered search here is one matrix-vector product per block (numpy views, no copies) and one argpartition over
-the blocks' scores: exact recall, and less work than exact search over all rows, since the rows the channel
-cannot read are never touched. Partitioning by the filter key and scanning flat below a size cutoff is the
-usual design for filtered vector search: Weaviate's `flatSearchCutoff`
-(https://docs.weaviate.io/weaviate/concepts/filtering, "flat-search cutoff"), Qdrant's `full_scan_threshold`
-(https://qdrant.tech/documentation/concepts/indexing/) and Milvus's partition keys
+filtered search here is a matrix-vector product over those blocks (numpy views, no copies; shared by the calling
+thread and one helper thread, see `_scan`) and one argpartition over their scores: exact recall, and less work
+than exact search over all rows, since the rows the channel cannot read are never touched. Partitioning by the
+filter key and scanning flat below a size cutoff is the usual design for filtered vector search: Weaviate's
+`flatSearchCutoff` (https://docs.weaviate.io/weaviate/concepts/filtering, "flat-search cutoff"), Qdrant's
+`full_scan_threshold` (https://qdrant.tech/documentation/concepts/indexing/) and Milvus's partition keys
 (https://milvus.io/docs/use-partition-key.md).
 
 At 100k chunks and 384 dimensions on a busy 2-core machine Lance's IVF search with the filter took 1.17-1.25x
-exact numpy search over all rows (4.7-6.4 ms, bench/retrieval.py), while this scan costs about the readable
-rows' share of it: ~0.065 ms of CPU per 1000 rows (4.3 ms at 62.5k readable rows, 6.2 ms at 100k, against
-7.3 and 6.5 ms for exact numpy over 100k in the same run). The IVF search reads about 5 % of the rows plus a
-fixed cost, so they break even near 80-100k readable rows: above MAX_ROWS the store's IVF search is used
-instead, and a filter of any other shape (another key, operator or condition) also goes to Lance.
+exact numpy search over all rows (4.7-6.4 ms, bench/retrieval.py). The scan here takes ~0.047 ms per 1000 rows
+on one thread (3.0 ms at 62.5k readable rows, 4.8 ms at 100k), and a search with its hits built ~3.9-4.2 ms at
+62.5k readable rows against 4.0-6.3 ms for exact numpy over 100k in the same runs (2026-12-01, load ~2, with the
+other core busy). The IVF search reads about 5 % of the rows plus a fixed cost, so the two break even near
+80-100k readable rows: above MAX_ROWS the store's IVF search is used instead, and a filter of any other shape
+(another key, operator or condition) also goes to Lance.
 Memory: one float32 score per readable row per query (250 KB at 62.5k rows), beside the cache itself.
 """
 
 from __future__ import annotations
 
 import logging
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
-import pyarrow as pa
 from llama_index.core.vector_stores.types import FilterCondition, FilterOperator, MetadataFilter, MetadataFilters
 
 from core.rag.lancedb_cache import HitCache
@@ -37,6 +38,11 @@ logger = logging.getLogger(__name__)
 # Readable rows above which a search goes to the IVF index instead (bench/retrieval.py prints both paths).
 MAX_ROWS = 80_000
 _KEYS = ("access", "source")
+
+# Rows per piece of a scan that the caller and one helper thread share, and the fewest rows worth a helper.
+_PIECE_ROWS = 4096
+_SHARED_MIN_ROWS = 16384
+_helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flat-search")
 
 
 def visible_groups(cache: HitCache, filters: MetadataFilters | None) -> set[int] | None:
@@ -63,9 +69,9 @@ def visible_groups(cache: HitCache, filters: MetadataFilters | None) -> set[int]
 
 def flat_search(
     cache: HitCache, query: np.ndarray, *, k: int, filters: MetadataFilters | None, max_rows: int | None = None
-) -> pa.Table | None:
-    """The k rows of `cache` nearest `query` (cosine) that `filters` lets through, nearest first, as a table of
-    `id`, `vector`, `metadata._node_content` and `_score` (the cosine similarity); fewer when fewer pass.
+) -> tuple[np.ndarray, np.ndarray] | None:
+    """The k rows of `cache` nearest `query` (cosine) that `filters` lets through, nearest first: their positions
+    in the cache (int64) and cosine similarities (float32); fewer when fewer pass.
 
     None when the search belongs to the IVF index: the filter's shape is not one `visible_groups` evaluates, or
     more than `max_rows` rows (default MAX_ROWS) pass it. `query`: (dim,) floats. Raises ValueError when its
@@ -81,29 +87,46 @@ def flat_search(
     if total > (MAX_ROWS if max_rows is None else max_rows):
         return None
     if total == 0 or k <= 0:
-        return _table(cache, np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32))
-    # One matrix-vector product per run, into one score buffer, scaled by the rows' inverse norms to the cosine
-    # (the query's norm does not change the order: it divides the k winners' scores only). einsum, not `@`:
-    # OpenBLAS's gemv splits over threads, and on a busy 2-core machine it waited for the second (5-10 ms at
-    # 62.5k x 384 against einsum's steady ~3 ms on one thread).
+        return np.empty(0, dtype=np.int64), np.empty(0, dtype=np.float32)
     scores = np.empty(total, dtype=np.float32)
-    offsets = np.empty(len(runs), dtype=np.int64)
-    offset = 0
-    for n, (start, stop) in enumerate(runs):
-        block = scores[offset : offset + stop - start]
-        np.einsum("ij,j->i", cache.vectors[start:stop], query, out=block)
-        block *= cache.inverse_norms[start:stop]
-        offsets[n] = offset
-        offset += stop - start
-    top = np.argpartition(-scores, k - 1)[:k] if k < total else np.arange(total)
+    offsets = np.cumsum([0] + [stop - start for start, stop in runs[:-1]])
+    _scan(cache, runs, offsets, query, scores)
+    top = np.argpartition(scores, total - k)[total - k :] if k < total else np.arange(total)
     top = top[np.argsort(-scores[top], kind="stable")]
     # Index in the concatenated scores -> position in the cache: the run it falls in, then its start.
     run = np.searchsorted(offsets, top, side="right") - 1
-    positions = np.asarray([runs[r][0] for r in run], dtype=np.int64) + (top - offsets[run])
+    starts = np.asarray([start for start, _ in runs], dtype=np.int64)
     norm = float(np.linalg.norm(query))
-    return _table(cache, positions, scores[top] / norm if norm > 0 else scores[top])
+    return starts[run] + (top - offsets[run]), scores[top] / norm if norm > 0 else scores[top]
 
 
-def _table(cache: HitCache, positions: np.ndarray, scores: np.ndarray) -> pa.Table:
-    rows = cache.take(positions)
-    return rows.append_column("_score", pa.array(np.asarray(scores, dtype=np.float32)))
+def _scan(cache: HitCache, runs: list[tuple[int, int]], offsets: np.ndarray, query: np.ndarray,
+          scores: np.ndarray) -> None:
+    """Fill `scores` with the cosine (times |query|) of each row of `runs`, run after run (`offsets`: where each
+    run's scores start).
+
+    The rows are cut into pieces that this thread and one helper thread take in turn until none is left, so the
+    scan never waits for the helper to be scheduled (on a busy 2-core machine it often is not), only for the one
+    piece it may be doing: OpenBLAS's own threads made a 62.5k x 384 product take 2-10 ms there, one thread
+    ~3 ms steadily. einsum, not `@`, is that one-thread product (numpy releases the GIL in it)."""
+    pieces = [
+        (begin, min(begin + _PIECE_ROWS, stop), offset + begin - start)
+        for (start, stop), offset in zip(runs, offsets.tolist(), strict=True)
+        for begin in range(start, stop, _PIECE_ROWS)
+    ]
+    pieces.reverse()
+
+    def work() -> None:
+        while True:
+            try:
+                begin, end, at = pieces.pop()  # atomic: each piece is taken once
+            except IndexError:
+                return
+            block = scores[at : at + end - begin]
+            np.einsum("ij,j->i", cache.vectors[begin:end], query, out=block)
+            block *= cache.inverse_norms[begin:end]
+
+    helper = _helper.submit(work) if len(scores) >= _SHARED_MIN_ROWS else None
+    work()
+    if helper is not None and not helper.cancel():  # started: it may still be doing its last piece
+        helper.result()

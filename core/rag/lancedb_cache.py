@@ -9,8 +9,9 @@ rows a channel may read are a few contiguous blocks that `core.rag.flat_search` 
 A row address is only meaningful within its version (compaction moves rows), so the store keeps one cache per
 version and a search of another version never uses it.
 
-Memory: per chunk 4 bytes per dimension (the vector, once), the node's JSON, and 20 bytes of index (address,
-two permutation entries, inverse norm): ~2.2 KB for 384-d vectors and short chunks (220 MB at 100k). Loading
+Memory: per chunk 4 bytes per dimension (the vector, once), the node's JSON and its id as Python strings (~50
+bytes each beside the text: JSON from json.dumps is ASCII, one byte a character), and 28 bytes of index (address,
+two permutation entries, inverse norm): ~2.3 KB for 384-d vectors and short chunks (230 MB at 100k). Loading
 briefly holds the vectors twice (Lance's copy in address order while the grouped matrix is built). A table whose
 copy would pass MAX_BYTES is not cached; its searches go to Lance and read the hits from it.
 """
@@ -18,6 +19,7 @@ copy would pass MAX_BYTES is not cached; its searches go to Lance and read the h
 from __future__ import annotations
 
 import logging
+import sys
 from typing import Any
 
 import numpy as np
@@ -29,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 MAX_BYTES = 512 * 2**20
 _SAMPLE_ROWS = 256
+_PYTHON_STRING_BYTES = 2 * (49 + 8)  # a row's id and JSON as Python str objects, beside their Arrow size
 _HIT_COLUMNS = ["id", "metadata._node_content"]
 _GROUP_COLUMNS = ["metadata.access", "metadata.source"]
 
@@ -42,7 +45,7 @@ def _group_order(group: Group) -> tuple:
 
 
 class HitCache:
-    """Rows of dataset version `version`: `id` and `metadata._node_content` by row address, and the vectors.
+    """Rows of dataset version `version`: `id`, `metadata._node_content` and vector, found by row address.
 
     `vectors` (rows x dim, float32, C-contiguous) holds the rows in group order: the rows of `groups[g]` are
     `vectors[bounds[g]:bounds[g + 1]]`; `inverse_norms` (rows, float32) is 1 / |vector| (0 for a zero vector).
@@ -72,13 +75,16 @@ class HitCache:
         self.vectors = np.ascontiguousarray(flat.reshape(rows, self.dim)[self._row_of], dtype=np.float32)
         norms = np.linalg.norm(self.vectors, axis=1)
         self.inverse_norms = np.divide(1.0, norms, out=np.zeros_like(norms), where=norms > 0).astype(np.float32)
-        # One chunk per column: a take from a table of many record batches concatenates them on every call.
-        self._table = table.select(_HIT_COLUMNS).combine_chunks()
+        # Python strings: ten hits read from them in ~30 us, from Arrow arrays ~200 us (a take per column).
+        self._ids: list[str] = table.column("id").to_pylist()
+        self._contents: list[str] = table.column("metadata._node_content").to_pylist()
+        self._string_bytes = sum(sys.getsizeof(text) + 8 for column in (self._ids, self._contents) for text in column)
 
     @property
     def nbytes(self) -> int:
+        """Bytes held: the arrays, and the ids' and JSON strings as Python objects (with the lists' pointers)."""
         arrays = (self._addresses, self._row_of, self._position_of, self.vectors, self.inverse_norms)
-        return int(sum(a.nbytes for a in arrays) + self._table.nbytes)
+        return int(sum(a.nbytes for a in arrays) + self._string_bytes)
 
     def __len__(self) -> int:
         return len(self._addresses)
@@ -94,20 +100,18 @@ class HitCache:
                 runs.append((start, stop))
         return runs
 
-    def take(self, positions: np.ndarray) -> pa.Table:
-        """`id`, `vector` and `metadata._node_content` of the rows at `positions` (group order), in that order."""
-        positions = np.asarray(positions, dtype=np.int64)
-        rows = self._table.take(pa.array(self._row_of[positions]))
-        vectors = pa.FixedSizeListArray.from_arrays(pa.array(self.vectors[positions].ravel()), self.dim)
-        return rows.add_column(1, "vector", vectors)
+    def columns(self, positions: np.ndarray) -> tuple[list[str], list[str], list[list[float]]]:
+        """`id`, `metadata._node_content` and vector of the rows at `positions` (group order), in that order."""
+        rows = self._row_of[positions].tolist()
+        return [self._ids[r] for r in rows], [self._contents[r] for r in rows], self.vectors[positions].tolist()
 
-    def rows(self, addresses: np.ndarray) -> pa.Table | None:
-        """The cached columns of the rows at `addresses`, in that order (None if one is not cached)."""
+    def positions(self, addresses: np.ndarray) -> np.ndarray | None:
+        """The positions of the rows at row `addresses`, in that order (None if one is not cached)."""
         found = np.searchsorted(self._addresses, addresses)
         found = np.minimum(found, len(self._addresses) - 1)
         if len(addresses) and (len(self._addresses) == 0 or not np.array_equal(self._addresses[found], addresses)):
             return None
-        return self.take(self._position_of[found])
+        return self._position_of[found]
 
 
 def load_hit_cache(dataset: Any, *, max_bytes: int | None = None) -> HitCache | None:
@@ -119,7 +123,7 @@ def load_hit_cache(dataset: Any, *, max_bytes: int | None = None) -> HitCache | 
     rows = dataset.count_rows()
     if rows:
         sample = dataset.head(min(rows, _SAMPLE_ROWS), columns=columns)
-        estimate = sample.nbytes / sample.num_rows * rows
+        estimate = (sample.nbytes / sample.num_rows + _PYTHON_STRING_BYTES) * rows
         if estimate > max_bytes:
             logger.info("not caching %d chunks' hit columns (~%.0f MB > %.0f MB)", rows, estimate / 2**20,
                         max_bytes / 2**20)

@@ -45,6 +45,14 @@ _TABLE = "chunks"
 _HIT_COLUMNS = ["id", "vector", "metadata._node_content"]
 
 
+def _hit(id_: str, content: str, embedding: list[float], score: float) -> NodeWithScore:
+    """A chunk from its id, its node JSON (`metadata._node_content`), its vector and its score."""
+    node = json.loads(content)
+    metadata = node["metadata"]
+    chunk = chunk_node(node["text"], {key: metadata.get(key) for key in CHUNK_KEYS}, id_=id_, embedding=embedding)
+    return NodeWithScore(node=chunk, score=score)
+
+
 def _hits(rows: pa.Table, score: str, *, distance: bool) -> list[NodeWithScore]:
     """Chunks from search results with `_HIT_COLUMNS` and the score column `score`, in their order.
 
@@ -53,16 +61,22 @@ def _hits(rows: pa.Table, score: str, *, distance: bool) -> list[NodeWithScore]:
         return []
     vectors = rows.column("vector").combine_chunks()
     embeddings = vectors.flatten().to_numpy().reshape(rows.num_rows, vectors.type.list_size).tolist()
-    hits = []
-    for id_, content, embedding, value in zip(
-        rows.column("id").to_pylist(), rows.column("metadata._node_content").to_pylist(), embeddings,
-        rows.column(score).to_pylist(), strict=True,
-    ):  # fmt: skip
-        node = json.loads(content)
-        metadata = node["metadata"]
-        chunk = chunk_node(node["text"], {key: metadata.get(key) for key in CHUNK_KEYS}, id_=id_, embedding=embedding)
-        hits.append(NodeWithScore(node=chunk, score=1.0 - float(value) if distance else float(value)))
-    return hits
+    return [
+        _hit(id_, content, embedding, 1.0 - float(value) if distance else float(value))
+        for id_, content, embedding, value in zip(
+            rows.column("id").to_pylist(), rows.column("metadata._node_content").to_pylist(), embeddings,
+            rows.column(score).to_pylist(), strict=True,
+        )
+    ]  # fmt: skip
+
+
+def _cached_hits(cache: HitCache, positions: np.ndarray, scores: np.ndarray) -> list[NodeWithScore]:
+    """Chunks from the rows at `positions` of `cache`, with cosine similarities `scores`, in their order."""
+    ids, contents, embeddings = cache.columns(positions)
+    return [
+        _hit(id_, content, embedding, score)
+        for id_, content, embedding, score in zip(ids, contents, embeddings, scores.tolist(), strict=True)
+    ]
 
 
 @functools.cache
@@ -178,9 +192,9 @@ class LanceStore(ChunkStore):
         if dataset is None:
             return []
         if cache is not None:
-            rows = flat_search(cache, np.asarray(embedding, dtype=np.float32), k=k, filters=filters)
-            if rows is not None:
-                return _hits(rows, "_score", distance=False)
+            found = flat_search(cache, np.asarray(embedding, dtype=np.float32), k=k, filters=filters)
+            if found is not None:
+                return _cached_hits(cache, *found)
         search = {
             "filter": None if filters is None else _to_lance_filter(filters, None),
             "prefilter": True,
@@ -195,9 +209,10 @@ class LanceStore(ChunkStore):
             found = dataset.to_table(
                 columns=["_distance"], with_row_address=True, disable_scoring_autoprojection=True, **search
             )
-            rows = cache.rows(found.column("_rowaddr").to_numpy())
-            if rows is not None:
-                return _hits(rows.append_column("_distance", found.column("_distance")), "_distance", distance=True)
+            positions = cache.positions(found.column("_rowaddr").to_numpy())
+            if positions is not None:
+                similarity = 1.0 - found.column("_distance").to_numpy().astype(np.float64)
+                return _cached_hits(cache, positions, similarity)
             logger.warning("hit cache of version %d misses a row; reading the hits from Lance", cache.version)
         rows = dataset.to_table(columns=[*_HIT_COLUMNS, "_distance"], **search)
         return _hits(rows, "_distance", distance=True)

@@ -4,6 +4,8 @@ evaluate or a channel that reads too many rows."""
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 from llama_index.core.vector_stores.types import FilterCondition, FilterOperator, MetadataFilter, MetadataFilters
@@ -40,9 +42,9 @@ class _Spy:
         real = flat_search.flat_search
 
         def spy(*args, **kwargs):
-            rows = real(*args, **kwargs)
-            self.served.append(rows is not None)
-            return rows
+            found = real(*args, **kwargs)
+            self.served.append(found is not None)
+            return found
 
         monkeypatch.setattr("core.rag.store_lancedb.flat_search", spy)
 
@@ -156,7 +158,7 @@ def test_cache_keeps_vectors_in_contiguous_access_groups_public_first(corpus):
     assert cache.groups[:2] == [("public", "legal"), ("public", "wiki")]
     assert sorted(cache.groups) == sorted(set(groups))
     assert cache.bounds[0] == 0 and cache.bounds[-1] == len(groups)
-    ids = cache.take(np.arange(len(groups))).column("id").to_pylist()
+    ids = cache.columns(np.arange(len(groups)))[0]
     for g, group in enumerate(cache.groups):
         block = range(cache.bounds[g], cache.bounds[g + 1])
         assert {groups[int(ids[p])] for p in block} == {group}
@@ -167,3 +169,20 @@ def test_cache_keeps_vectors_in_contiguous_access_groups_public_first(corpus):
     assert cache.runs({0, 1, 4}) == [(0, int(cache.bounds[2])), (int(cache.bounds[4]), len(groups))]
     with pytest.raises(ValueError):
         flat_search.flat_search(cache, np.zeros(DIM + 1), k=3, filters=None)
+
+
+def test_scan_shared_with_the_helper_thread_in_small_pieces_is_exact_under_concurrent_searches(corpus, monkeypatch):
+    store, vectors, groups, queries = corpus
+    monkeypatch.setattr(flat_search, "_PIECE_ROWS", 7)  # many pieces per run, runs not multiples of 7
+    monkeypatch.setattr(flat_search, "_SHARED_MIN_ROWS", 1)
+    _, cache = store._dataset()
+    readable = np.array([a == "public" or s in ("hr", "ops") for a, s in groups])
+    expected = [_exact(vectors, readable, q, 25) for q in queries]
+
+    def search(q: np.ndarray) -> list[str]:
+        positions, _ = flat_search.flat_search(cache, q, k=25, filters=access_filters(["hr", "ops"]))
+        return cache.columns(positions)[0]
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        for _ in range(5):
+            assert list(pool.map(search, queries)) == expected

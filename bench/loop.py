@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import logging
 import os
 import random
@@ -101,13 +102,13 @@ def wilson(k: int, n: int) -> tuple[float, float]:
 
 
 async def _answer_all(engine, store, prompts: list[str], pref: Preference, *, vote: bool, seed: int,
-                      size: Size) -> list[bool]:
+                      size: Size) -> list[str]:
     from core.types import Turn
 
     rng = random.Random(seed)
     preset = "balanced" if vote else "precise"
 
-    async def one(i: int, text: str) -> bool:
+    async def one(i: int, text: str) -> str:
         turn = Turn(text=text, platform="slack", workspace="T1", channel="C1", thread=f"{pref.name}-{seed}-{i}",
                     user="asker", preset=preset, mode="chat", decoding={"max_new_tokens": size.max_new_tokens})
         first = await engine.answer(turn)
@@ -118,11 +119,11 @@ async def _answer_all(engine, store, prompts: list[str], pref: Preference, *, vo
             if not pref.liked(first.answer) and rng.random() < size.correct_share:
                 await store.arecord_correction(interaction_id=first.id, user="corrector",
                                                text=pref.correct(first.answer), platform="slack")
-        return pref.liked(first.answer)
+        return first.answer
 
     try:
         # A few at a time: the engine batches them, and the 2-core machine is not swamped.
-        out: list[bool] = []
+        out: list[str] = []
         for start in range(0, len(prompts), 8):
             out += await asyncio.gather(*(one(start + i, q) for i, q in enumerate(prompts[start:start + 8])))
         return out
@@ -130,8 +131,9 @@ async def _answer_all(engine, store, prompts: list[str], pref: Preference, *, vo
         await engine.aclose()
 
 
-def serve(settings, prompts: list[str], pref: Preference, *, vote: bool, seed: int, size: Size) -> list[bool]:
-    """Answer `prompts` with the promoted adapter, as `kaizen serve` would (and vote/correct when `vote`)."""
+def serve(settings, prompts: list[str], pref: Preference, *, vote: bool, seed: int, size: Size) -> list[str]:
+    """Answer `prompts` with the promoted adapter, as `kaizen serve` would (and vote/correct when `vote`); the first
+    answers, in order."""
     from bot.runtime import build_engine
     from feedback import FeedbackStore
 
@@ -165,7 +167,11 @@ def run_preference(pref: Preference, base: Path, work: Path, size: Size, pipelin
     base_kept = now_kept = None
     for cycle in range(size.cycles + 1):
         t0 = time.perf_counter()
-        likes = serve(settings, held, pref, vote=False, seed=1000 + cycle, size=size)
+        answers = serve(settings, held, pref, vote=False, seed=1000 + cycle, size=size)
+        likes = [pref.liked(a) for a in answers]
+        with (state / f"held_out_cycle{cycle}.jsonl").open("w") as f:  # what the like rate was measured on
+            f.writelines(json.dumps({"question": q, "answer": a, "liked": ok}) + "\n"
+                         for q, a, ok in zip(held, answers, likes, strict=True))
         lo, hi = wilson(sum(likes), len(likes))
         row = {"cycle": cycle, "serving": (current_adapter(state) or ("base model",))[0],
                "rate": sum(likes) / len(likes), "ci": (lo, hi), "decision": "", "kept": ""}
@@ -214,17 +220,21 @@ def main() -> None:
     parser.add_argument("--cycles", type=int, default=2)
     parser.add_argument("--steps", type=int, default=None,
                         help="cap on optimizer steps per stage (default: the recipes' epochs; --quick: 10)")
+    parser.add_argument("--max-new-tokens", type=int, default=None,
+                        help="answer length cap (default: 96; --quick: 64; 256, the presets' own, changed no "
+                             "like rate in a measured night and costs 2x the time)")
     parser.add_argument("--pipeline", default="sft,dpo")
     parser.add_argument("--set", dest="sets", action="append", default=[],
                         help="recipe override stage.key=value (as `kaizen train nightly --set`): sft.lora_layers=8")
     parser.add_argument("--keep", default="", help="work in this folder and keep it (runs, gate answers, databases)")
     args = parser.parse_args()
     size = Size(per_night=12, held_out=12, cycles=args.cycles, max_new_tokens=64, correct_share=0.5, steps=10) \
-        if args.quick else Size(per_night=40, held_out=60, cycles=args.cycles, max_new_tokens=96, correct_share=0.5,
-                                steps=None)
+        if args.quick else Size(per_night=40, held_out=60, cycles=args.cycles, max_new_tokens=96,
+                                correct_share=0.5, steps=None)
     size.per_night = args.per_night or size.per_night
     size.held_out = args.held_out or size.held_out
     size.steps = args.steps or size.steps
+    size.max_new_tokens = args.max_new_tokens or size.max_new_tokens
     logging.basicConfig(level=logging.ERROR)
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 

@@ -3,28 +3,27 @@
 The channel access filter (`core.rag.store_base.access_filters`: access == "public" OR source == S, for each
 source S the channel may read) selects whole access groups, and the hit cache (`core.rag.lancedb_cache`) keeps
 its vectors ordered by access group, so the readable rows are a few contiguous blocks of one float32 matrix. A
-filtered search here is a matrix-vector product over those blocks (numpy views, no copies; shared by the calling
-thread and one helper thread, see `_scan`) and one argpartition over their scores: exact recall, and less work
-than exact search over all rows, since the rows the channel cannot read are never touched. Partitioning by the
-filter key and scanning flat below a size cutoff is the usual design for filtered vector search: Weaviate's
-`flatSearchCutoff` (https://docs.weaviate.io/weaviate/concepts/filtering, "flat-search cutoff"), Qdrant's
-`full_scan_threshold` (https://qdrant.tech/documentation/concepts/indexing/) and Milvus's partition keys
+filtered search here is a matrix-vector product over those blocks (numpy views, no copies; see `_scan`) and one
+argpartition over their scores: exact recall, and less work than exact search over all rows, since the rows the
+channel cannot read are never touched. Partitioning by the filter key and scanning flat below a size cutoff is the
+usual design for filtered vector search: Weaviate's `flatSearchCutoff`
+(https://docs.weaviate.io/weaviate/concepts/filtering, "flat-search cutoff"), Qdrant's `full_scan_threshold`
+(https://qdrant.tech/documentation/concepts/indexing/) and Milvus's partition keys
 (https://milvus.io/docs/use-partition-key.md).
 
-At 100k chunks and 384 dimensions on a busy 2-core machine Lance's IVF search with the filter took 1.17-1.25x
-exact numpy search over all rows (4.7-6.4 ms, bench/retrieval.py). The scan here takes ~0.047 ms per 1000 rows
-on one thread (3.0 ms at 62.5k readable rows, 4.8 ms at 100k), and a search with its hits built ~3.9-4.2 ms at
-62.5k readable rows against 4.0-6.3 ms for exact numpy over 100k in the same runs (2026-12-01, load ~2, with the
-other core busy). The IVF search reads about 5 % of the rows plus a fixed cost, so the two break even near
-80-100k readable rows: above MAX_ROWS the store's IVF search is used instead, and a filter of any other shape
-(another key, operator or condition) also goes to Lance.
+At 100k chunks and 384 dimensions on a 2-core machine Lance's IVF search with the filter took 0.9-1.25x exact
+numpy search over all rows (4.7-6.4 ms, bench/retrieval.py, runs on different days). The scan here reads only the
+readable rows, with the same BLAS product as exact search: a search with its hits built took 4.5 ms at 62.5k
+readable rows against 5.8 ms for exact numpy over 100k, alternating in one run (2026-12-01). The IVF search reads
+about 5 % of the rows plus a fixed cost, so the two break even near 80k readable rows: above MAX_ROWS the store's
+IVF search is used instead, and a filter of any other shape (another key, operator or condition) also goes to
+Lance.
 Memory: one float32 score per readable row per query (250 KB at 62.5k rows), beside the cache itself.
 """
 
 from __future__ import annotations
 
 import logging
-from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 from llama_index.core.vector_stores.types import FilterCondition, FilterOperator, MetadataFilter, MetadataFilters
@@ -39,10 +38,6 @@ logger = logging.getLogger(__name__)
 MAX_ROWS = 80_000
 _KEYS = ("access", "source")
 
-# Rows per piece of a scan that the caller and one helper thread share, and the fewest rows worth a helper.
-_PIECE_ROWS = 4096
-_SHARED_MIN_ROWS = 16384
-_helper = ThreadPoolExecutor(max_workers=1, thread_name_prefix="flat-search")
 
 
 def visible_groups(cache: HitCache, filters: MetadataFilters | None) -> set[int] | None:
@@ -105,28 +100,12 @@ def _scan(cache: HitCache, runs: list[tuple[int, int]], offsets: np.ndarray, que
     """Fill `scores` with the cosine (times |query|) of each row of `runs`, run after run (`offsets`: where each
     run's scores start).
 
-    The rows are cut into pieces that this thread and one helper thread take in turn until none is left, so the
-    scan never waits for the helper to be scheduled (on a busy 2-core machine it often is not), only for the one
-    piece it may be doing: OpenBLAS's own threads made a 62.5k x 384 product take 2-10 ms there, one thread
-    ~3 ms steadily. einsum, not `@`, is that one-thread product (numpy releases the GIL in it)."""
-    pieces = [
-        (begin, min(begin + _PIECE_ROWS, stop), offset + begin - start)
-        for (start, stop), offset in zip(runs, offsets.tolist(), strict=True)
-        for begin in range(start, stop, _PIECE_ROWS)
-    ]
-    pieces.reverse()
-
-    def work() -> None:
-        while True:
-            try:
-                begin, end, at = pieces.pop()  # atomic: each piece is taken once
-            except IndexError:
-                return
-            block = scores[at : at + end - begin]
-            np.einsum("ij,j->i", cache.vectors[begin:end], query, out=block)
-            block *= cache.inverse_norms[begin:end]
-
-    helper = _helper.submit(work) if len(scores) >= _SHARED_MIN_ROWS else None
-    work()
-    if helper is not None and not helper.cancel():  # started: it may still be doing its last piece
-        helper.result()
+    One BLAS matrix-vector product per run, the primitive exact search uses (`vectors @ q`): the scan is memory
+    bound (62.5k x 384 float32 = 96 MB read per query), and BLAS reads it on both cores. A one-thread einsum
+    shared with a helper thread in 4096-row pieces, tried first, took 8.1 ms at 62.5k readable rows where BLAS
+    took 4.5 ms and exact search over all 100k rows 5.8 ms (bench/retrieval.py's 100k clustered store,
+    2026-12-01, quiet machine, alternating after 0.1 s pauses)."""
+    for (start, stop), at in zip(runs, offsets.tolist(), strict=True):
+        block = scores[at : at + stop - start]
+        np.matmul(cache.vectors[start:stop], query, out=block)
+        block *= cache.inverse_norms[start:stop]

@@ -171,10 +171,8 @@ def test_cache_keeps_vectors_in_contiguous_access_groups_public_first(corpus):
         flat_search.flat_search(cache, np.zeros(DIM + 1), k=3, filters=None)
 
 
-def test_scan_shared_with_the_helper_thread_in_small_pieces_is_exact_under_concurrent_searches(corpus, monkeypatch):
+def test_scan_over_several_runs_is_exact_under_concurrent_searches(corpus):
     store, vectors, groups, queries = corpus
-    monkeypatch.setattr(flat_search, "_PIECE_ROWS", 7)  # many pieces per run, runs not multiples of 7
-    monkeypatch.setattr(flat_search, "_SHARED_MIN_ROWS", 1)
     _, cache = store._dataset()
     readable = np.array([a == "public" or s in ("hr", "ops") for a, s in groups])
     expected = [_exact(vectors, readable, q, 25) for q in queries]

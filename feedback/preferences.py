@@ -6,6 +6,7 @@ and interactions whose prompt messages are identical (same question in the same 
 identical answer texts are merged (their votes summed), which removes duplicates. Then:
 
 - sft:   every liked answer (net > 0)                      -> {"messages": prompt + [answer]}
+         (a person's correction also carries "origin": "correction": training may weigh it higher)
 - pairs: every liked x disliked answer of one group        -> {"prompt", "chosen", "rejected"}
 - kto:   every labelled answer (net != 0), unpaired        -> {"prompt", "completion", "label"}
 
@@ -35,6 +36,7 @@ from typing import Any, Literal
 import sqlalchemy as sa
 
 from feedback.models import Conversation, Interaction, Vote
+from feedback.window import CORRECTION_PREFIX
 
 __all__ = [
     "Answer",
@@ -144,6 +146,7 @@ class _Candidate:
     answer: str
     net: int = 0
     votes: int = 0
+    corrected: bool = False  # a person wrote it (a correction), not the model
 
 
 def _prompt_key(prompt: list[dict[str, str]]) -> str:
@@ -193,6 +196,7 @@ def _groups(answers: list[Answer]) -> list[tuple[list[dict[str, str]], list[_Can
         cand = candidates[root].setdefault(text, _Candidate(answer=text))
         cand.net += a.net
         cand.votes += a.votes
+        cand.corrected |= a.id.startswith(CORRECTION_PREFIX)
     return [(prompts[root], list(cands.values())) for root, cands in candidates.items()]
 
 
@@ -219,7 +223,10 @@ def build_examples(
         disliked = [c for c in cands if c.net < 0]
         match kind:
             case "sft":
-                examples += [{"messages": prompt + assistant(c.answer)} for c in liked]
+                examples += [
+                    {"messages": prompt + assistant(c.answer)} | ({"origin": "correction"} if c.corrected else {})
+                    for c in liked
+                ]
             case "pairs":
                 examples += [
                     {"prompt": prompt, "chosen": assistant(good.answer), "rejected": assistant(bad.answer)}

@@ -63,6 +63,8 @@ class NightlyConfig:
     replay: int = 48
     replay_file: str = ""
     replay_max_new_tokens: int = 96
+    # A person's correction ("origin": "correction" in the SFT export) is this many SFT rows: the best data there is.
+    correction_repeats: int = 1
     max_attempts: int = 3  # a run that keeps failing is abandoned after this many tries
     # "inprocess": every stage runs in this process (CPU or one GPU). "accelerate": each stage is started with
     # `accelerate launch` (several GPUs), configured by `accelerate_config` (e.g. deploy/accelerate.yaml).
@@ -83,6 +85,8 @@ class NightlyConfig:
             raise RecipeError(f"launcher must be 'inprocess' or 'accelerate', got {self.launcher!r}")
         if self.replay < 0 or self.replay_max_new_tokens < 1:
             raise RecipeError("replay must be >= 0 and replay_max_new_tokens >= 1")
+        if self.correction_repeats < 1:
+            raise RecipeError(f"correction_repeats must be at least 1, got {self.correction_repeats}")
         if min(self.min_sft, self.min_pairs, self.min_kto) < 1 or self.max_attempts < 1:
             raise RecipeError("min_sft, min_pairs, min_kto and max_attempts must be at least 1")
         self.gate.check()
@@ -214,6 +218,11 @@ def run_nightly(settings: Settings, recipes: Recipes | None = None, *, progress:
         return NightlyResult("failed", f"{type(e).__name__}: {e}")
 
 
+def _weighted(rows: list[dict[str, Any]], correction_repeats: int) -> list[dict[str, Any]]:
+    """`rows` with each correction row repeated `correction_repeats` times (in place, so the order stays)."""
+    return [row for row in rows for _ in range(correction_repeats if row.get("origin") == "correction" else 1)]
+
+
 def _export(settings: Settings, cfg: NightlyConfig, since: datetime | None,
             until: datetime) -> dict[str, list[dict[str, Any]]]:
     """The feedback given in [since, until): by vote/correction time, so each vote is trained on exactly once."""
@@ -293,7 +302,8 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
     # Step 4: the stages, each continuing the policy of the one before (the first continues the serving adapter).
     for stage in stages:
         out = registry.run_dir(run) / stage
-        rows = {"sft": train["sft"] + curated + replay, "reward": train["pairs"], "dpo": train["pairs"],
+        sft_rows = _weighted(train["sft"], cfg.correction_repeats) + curated + replay
+        rows = {"sft": sft_rows, "reward": train["pairs"], "dpo": train["pairs"],
                 "kto": train["kto"], "rl": prompts_from(train["pairs"], train["sft"], train["kto"])}[stage]
         init = None if stage == "reward" else policy
         recipe = getattr(recipes, stage)

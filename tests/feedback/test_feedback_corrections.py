@@ -27,7 +27,7 @@ def test_a_correction_becomes_an_sft_example_a_pair_and_a_liked_kto_row(store: F
     assert fix.created_at.tzinfo is not None
     prompt = [m.as_dict() for m in Q]
     assert store.examples(kind="sft") == [
-        {"messages": prompt + [{"role": "assistant", "content": "A spider has eight legs."}]}
+        {"messages": prompt + [{"role": "assistant", "content": "A spider has eight legs."}], "origin": "correction"}
     ]
     assert store.examples(kind="pairs") == [{
         "prompt": prompt,
@@ -68,3 +68,20 @@ def test_bad_corrections_are_refused_with_a_reason(store: FeedbackStore, make_re
     with pytest.raises(UnknownInteraction):
         store.record_correction(interaction_id="nope", user="U1", text="Better.", platform="cli")
     assert store.get_corrections(interaction_id=reply.id) == []
+
+
+def test_nightly_sft_data_weighs_each_correction_as_its_recipe_says(store: FeedbackStore, make_reply):
+    from training.nightly import _weighted
+
+    liked = make_reply(answer="Eight legs.", prompt=[Message("user", "Legs of a spider?")], thread="t-liked")
+    wrong = make_reply(answer="Six.", prompt=Q)
+    for reply in (liked, wrong):
+        store.record(reply=reply)
+    store.vote(interaction_id=liked.id, user="U1", value=1)
+    store.record_correction(interaction_id=wrong.id, user="U-ana", text="Eight.", platform="slack")
+
+    rows = store.examples(kind="sft")
+    assert [(r["messages"][-1]["content"], r.get("origin")) for r in rows] == [("Eight legs.", None),
+                                                                               ("Eight.", "correction")]
+    assert [r["messages"][-1]["content"] for r in _weighted(rows, 3)] == ["Eight legs.", "Eight.", "Eight.", "Eight."]
+    assert _weighted(rows, 1) == rows

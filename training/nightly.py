@@ -299,10 +299,10 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
     serving_name = _current_name(registry)
     policy, reward_path = serving, (old_reward.path if old_reward else None)
     replay = _replay(settings, cfg, registry, run, base, serving) if "sft" in stages else []
+    sft_rows = _weighted(train["sft"], cfg.correction_repeats) + curated + replay
     # Step 4: the stages, each continuing the policy of the one before (the first continues the serving adapter).
     for stage in stages:
         out = registry.run_dir(run) / stage
-        sft_rows = _weighted(train["sft"], cfg.correction_repeats) + curated + replay
         rows = {"sft": sft_rows, "reward": train["pairs"], "dpo": train["pairs"],
                 "kto": train["kto"], "rl": prompts_from(train["pairs"], train["sft"], train["kto"])}[stage]
         init = None if stage == "reward" else policy

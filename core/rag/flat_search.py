@@ -39,7 +39,6 @@ MAX_ROWS = 80_000
 _KEYS = ("access", "source")
 
 
-
 def visible_groups(cache: HitCache, filters: MetadataFilters | None) -> set[int] | None:
     """Numbers of the cache's groups that `filters` lets through (all of them for no filter), or None when the
     filter is not an OR of string equalities on `access` and `source` (a single one with any condition)."""

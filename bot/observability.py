@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sys
 from datetime import datetime
 from typing import Any
 
@@ -67,8 +68,23 @@ class _JsonFormatter(logging.Formatter):
         return json.dumps(entry, ensure_ascii=False)
 
 
+class _StderrHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes each record to `sys.stderr` as it is when the record is emitted, like `logging.lastResort`: a
+    handler bound to the stream of its set-up time writes into a closed file once that stream is swapped and
+    closed (a daemoniser, a test's captured stderr) and prints "--- Logging error ---" instead of the record."""
+
+    def __init__(self) -> None:
+        logging.Handler.__init__(self)
+
+    @property
+    def stream(self) -> Any:  # type: ignore[override]
+        return sys.stderr
+
+
 def setup_logging(settings: Settings) -> None:
-    handler = logging.StreamHandler()
+    """One handler on the root logger (earlier ones removed): text or JSON lines to the current stderr, with
+    the configured secrets replaced by ***."""
+    handler = _StderrHandler()
     handler.setFormatter(_JsonFormatter() if settings.log_format == "json"
                          else logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     handler.addFilter(_Redact(secret_values(settings)))

@@ -70,7 +70,7 @@ async def serve(settings: Settings, *, console: bool, started: asyncio.Event | N
     if started is not None:
         started.set()
     # 2. Front ends and the adapter watcher run side by side; one failing stops the process loudly.
-    tasks: list[asyncio.Task[Any]] = []
+    tasks: list[asyncio.Task[Any]] = []  # every task started here, the SIGTERM waiter too: all cancelled at the end
     terminate = asyncio.Event()
     loop = asyncio.get_running_loop()
     with contextlib.suppress(NotImplementedError, RuntimeError):  # not on the main thread: no signal handling
@@ -98,11 +98,10 @@ async def serve(settings: Settings, *, console: bool, started: asyncio.Event | N
         if not platforms:
             logger.warning("no Slack or Discord tokens configured: serving only /healthz and /metrics")
         stop = asyncio.create_task(terminate.wait(), name="sigterm")
-        done, _ = await asyncio.wait([*tasks, stop], return_when=asyncio.FIRST_COMPLETED)
+        tasks.append(stop)
+        done, _ = await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         if stop in done:
             await _drain(dispatcher, health, grace_s)
-        else:
-            stop.cancel()
         for t in done:
             if t is not stop and not t.cancelled():
                 t.result()

@@ -112,3 +112,30 @@ def test_export_to_a_good_path_still_works(isolated_env, monkeypatch, capsys):
     assert (isolated_env / "out" / "kto.jsonl").read_text() == ""
     assert "wrote 0 kto example(s)" in capsys.readouterr().out
     assert not list((isolated_env / "out").glob(".*.tmp"))
+
+
+def test_log_records_follow_stderr_after_the_setup_time_stream_is_closed(isolated_env, monkeypatch):
+    """CI once failed here: a handler bound to the stderr of its set-up time (an earlier test's captured stream,
+    closed since) printed "--- Logging error ---" and a stack instead of the record into a later test's output."""
+    import io
+    import logging
+    import sys
+
+    from bot.observability import setup_logging
+    from core.config import load_settings
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    first = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", first)
+    try:
+        setup_logging(load_settings(data_dir=isolated_env / "state"))
+        first.close()
+        second = io.StringIO()
+        monkeypatch.setattr(sys, "stderr", second)
+        logging.getLogger("asyncio").error("Task was destroyed but it is pending!")
+        lines = second.getvalue().splitlines()
+        assert len(lines) == 1 and lines[0].endswith("ERROR asyncio: Task was destroyed but it is pending!"), lines
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])

@@ -34,9 +34,11 @@ def dispatcher(make_settings, default_model, store):
 async def _running(settings, dispatcher):
     ready = asyncio.Event()
     task = asyncio.create_task(run_slack(settings, dispatcher, ready=ready))
-    done, _ = await asyncio.wait(
-        [task, asyncio.create_task(ready.wait())], timeout=30, return_when=asyncio.FIRST_COMPLETED
-    )
+    waiter = asyncio.create_task(ready.wait())
+    done, _ = await asyncio.wait([task, waiter], timeout=30, return_when=asyncio.FIRST_COMPLETED)
+    # A start-up that fails leaves the waiter pending: cancel it, or the loop's end destroys it pending
+    # ("Task was destroyed but it is pending!" logged into whichever later test is running).
+    waiter.cancel()
     if task in done:
         task.result()  # start-up failed: raise its error
     return task

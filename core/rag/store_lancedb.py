@@ -119,7 +119,8 @@ def _lance_vector_store_class() -> type[LanceDBVectorStore]:
             if query.filters is not None:
                 builder = builder.where(_to_lance_filter(query.filters, None), prefilter=True)
             try:
-                rows = builder.limit(query.similarity_top_k).select(_HIT_COLUMNS).to_arrow()
+                # `_score` named: Lance adds it anyway today, with a deprecation warning on stderr for every search.
+                rows = builder.limit(query.similarity_top_k).select([*_HIT_COLUMNS, "_score"]).to_arrow()
             except ValueError as e:
                 if "INVERTED index" not in str(e):
                     raise

@@ -50,6 +50,16 @@ def test_top_k_comes_from_settings_unless_given(corpus):
     assert len(retriever.search("company policy for employees", channel="general", k=1)) == 1
 
 
+def test_a_search_writes_nothing_to_the_process_stderr(corpus, capfd):
+    """Lance printed a deprecation warning straight to the process's stderr for every full-text search (a line per
+    question in a server's log) until the score column was asked for by name."""
+    _, retriever = corpus
+    capfd.readouterr()
+    assert retriever.search("How do I connect to the VPN?", channel="general")
+    out, err = capfd.readouterr()
+    assert "warn" not in err.lower(), err
+
+
 @pytest.mark.parametrize(
     "question", ["What is the boiling point of mercury?", "Who won the 1954 football world cup?"]
 )

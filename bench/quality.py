@@ -173,12 +173,13 @@ def _retrieval(rag_settings, embedder, rows: list) -> tuple[float, float]:
         bm25_mrr = sum(1.0 / r for r in ranks if r is not None) / len(items)
         rows.append((f"retrieval, SQLite docs {label}, {len(items)} questions: BM25 alone recall@5 / MRR",
                      f"{bm25_r5:.3f} / {bm25_mrr:.3f}"))
-        saved = retrieval_module.LEXICAL_MARGIN
-        retrieval_module.LEXICAL_MARGIN = float("inf")  # before issue 17: only cosine (or a quoted code) passed
+        saved = retrieval_module.LEXICAL_MARGIN, retrieval_module.LEXICAL_LEAD
+        # Before issue 17: only cosine (or a quoted code) passed the gate, and fusion alone ordered the hits.
+        retrieval_module.LEXICAL_MARGIN = retrieval_module.LEXICAL_LEAD = float("inf")
         try:
             old = evaluate(retrievers["old"], items, channel=None)
         finally:
-            retrieval_module.LEXICAL_MARGIN = saved
+            retrieval_module.LEXICAL_MARGIN, retrieval_module.LEXICAL_LEAD = saved
         new = evaluate(retrievers["new"], items, channel=None)
         rows.append((f"retrieval {half}: old hybrid recall@5 / MRR", f"{old.recall[5]:.3f} / {old.mrr:.3f}"))
         rows.append((f"retrieval {half}: new hybrid recall@5 / MRR", f"{new.recall[5]:.3f} / {new.mrr:.3f}"))

@@ -18,7 +18,7 @@ import numpy as np
 from llama_index.core.schema import MetadataMode, NodeWithScore
 
 from core.config import Settings
-from core.rag.chunking import chunk_node, strip_heading
+from core.rag.chunking import chunk_node, doc_key, strip_heading
 from core.rag.embeddings import load_embedder, model_name
 from core.rag.evidence import Evidence, rank_evidence
 from core.rag.sources import RagError, SourceRegistry
@@ -43,6 +43,11 @@ RRF_K = 60  # the usual reciprocal-rank constant: damps the difference between r
 # a third ranking by the question's cosine with each candidate's title, 1.000 / 0.941; ranks read from 60-deep lists
 # (a chunk missing from one ranks just past its end) with RRF_K 20, 1.000 / 0.945 (one question moved, 6th -> 4th).
 FUSION_WEIGHTS = (1.0, 1.0)
+# BM25's first hit leads the fused list when it outscores the best chunk of any other article this many times over:
+# fusion alone let dense's first pick win the rank-1 tie though BM25 was right at 49 of 58 dev questions, and where
+# it was wrong its margin over the next article was at most 1.28x. Dev MRR 0.944 -> 0.952 for any margin 1.3-1.8
+# (2.5: no change); chosen there, then measured once held out: 0.859 -> 0.876 at the same recall@5 (bench/quality.py).
+LEXICAL_LEAD = 1.5
 # BM25's first hit passes the relevance gate when it outscores the second this many times over, if its cosine is
 # at least this fraction of rag.min_score (bench/quality.py: such hits were the only held-out misses).
 LEXICAL_MARGIN = 3.0
@@ -132,6 +137,10 @@ class Retriever:
         lexical = self._store.lexical(query, k=depth, filters=filters)
         # 2. Reciprocal-rank fusion: agreement between the two rankings beats a high rank in one.
         candidates = _fuse([dense, lexical], np.asarray(embedding, dtype=np.float32), FUSION_WEIGHTS)
+        #    ... unless BM25's first hit stands far above every other article's: it leads.
+        lead = _leading_lexical_hit(lexical)
+        if lead is not None:
+            candidates.sort(key=lambda c: c.node.node_id != lead)  # stable: the rest keep their fused order
         # 3. Relevance gate, so "nothing in the docs" is detectable: cosine similarity, or a code/number
         #    from the question quoted verbatim (BM25 finds those; embeddings blur them).
         #    A chunk BM25 ranks first by a wide margin counts too: a question worded unlike the passage (few shared
@@ -188,6 +197,20 @@ def _decisive_lexical_hit(lexical: list[NodeWithScore]) -> str | None:
     if not lexical or not lexical[0].score or lexical[0].score <= 0:
         return None
     if len(lexical) > 1 and lexical[0].score < LEXICAL_MARGIN * (lexical[1].score or 0.0):
+        return None
+    return lexical[0].node.node_id
+
+
+def _leading_lexical_hit(lexical: list[NodeWithScore]) -> str | None:
+    """The id of BM25's first hit when its score is at least LEXICAL_LEAD times the best hit from another
+    document (None when it is not)."""
+    if not lexical or not lexical[0].score or lexical[0].score <= 0:
+        return None
+    def article(hit: NodeWithScore) -> str:
+        return doc_key(hit.node.metadata.get("source", ""), hit.node.metadata.get("file", ""))
+
+    other = next((hit for hit in lexical[1:] if article(hit) != article(lexical[0])), None)
+    if other is not None and lexical[0].score < LEXICAL_LEAD * (other.score or 0.0):
         return None
     return lexical[0].node.node_id
 

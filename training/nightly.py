@@ -65,6 +65,9 @@ class NightlyConfig:
     replay_max_new_tokens: int = 96
     # A person's correction ("origin": "correction" in the SFT export) is this many SFT rows: the best data there is.
     correction_repeats: int = 1
+    # A candidate the gate rejects for a lost must-still-answer fact is tried again at these weights between serving
+    # (0) and it (1), in order (training/pullback.py: WiSE-FT); [] = off.
+    pull_back: list[float] = field(default_factory=lambda: [0.7, 0.5])
     max_attempts: int = 3  # a run that keeps failing is abandoned after this many tries
     # "inprocess": every stage runs in this process (CPU or one GPU). "accelerate": each stage is started with
     # `accelerate launch` (several GPUs), configured by `accelerate_config` (e.g. deploy/accelerate.yaml).
@@ -85,6 +88,8 @@ class NightlyConfig:
             raise RecipeError(f"launcher must be 'inprocess' or 'accelerate', got {self.launcher!r}")
         if self.replay < 0 or self.replay_max_new_tokens < 1:
             raise RecipeError("replay must be >= 0 and replay_max_new_tokens >= 1")
+        if any(not 0 <= a < 1 for a in self.pull_back):
+            raise RecipeError(f"pull_back alphas must be in [0, 1), got {self.pull_back}")
         if self.correction_repeats < 1:
             raise RecipeError(f"correction_repeats must be at least 1, got {self.correction_repeats}")
         if min(self.min_sft, self.min_pairs, self.min_kto) < 1 or self.max_attempts < 1:
@@ -284,7 +289,7 @@ def _night(settings: Settings, recipes: Recipes, *, progress: bool) -> NightlyRe
 def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry, run: Run,
                         data: dict[str, list[dict[str, Any]]], base: str, *, progress: bool) -> NightlyResult:
     from feedback.preferences import write_jsonl
-    from training import dpo, gate, kto, reward, rl, sft
+    from training import dpo, gate, kto, pullback, reward, rl, sft
     from training.data import holdout_split, prompts_from, read_jsonl
 
     cfg = recipes.nightly
@@ -341,14 +346,35 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
         run.version = registry.register(run, policy, metrics={s: run.stages[s]["metrics"] for s in stages}).name
     registry.save(run)
     # Step 6: the gate, on held-out data only.
-    report = gate.evaluate(
-        cfg.gate, base_model=base, candidate=policy, serving=serving, reward_adapter=reward_path,
-        prompts=[r["prompt"] for r in prompts_from(held["pairs"], held["sft"], held["kto"])],
-        pairs=held["pairs"], kto=held["kto"], regression=gate.load_regression(cfg.gate.regression_file),
-        system_prompt=settings.default.system_prompt,
-    )
-    run.metrics, run.decision = report.metrics, {"promote": report.promote, "reason": report.reason}
-    write_jsonl(report.answers, registry.run_dir(run) / "gate_answers.jsonl")  # what the gate judged, to read later
+    def judge(candidate: Path) -> gate.GateReport:
+        return gate.evaluate(
+            cfg.gate, base_model=base, candidate=candidate, serving=serving, reward_adapter=reward_path,
+            prompts=[r["prompt"] for r in prompts_from(held["pairs"], held["sft"], held["kto"])],
+            pairs=held["pairs"], kto=held["kto"], regression=gate.load_regression(cfg.gate.regression_file),
+            system_prompt=settings.default.system_prompt,
+        )
+
+    report = judge(policy)
+    answers = [{**a, "alpha": 1.0} for a in report.answers]
+    # Step 6b: a candidate that lost a must-still-answer fact is pulled back toward serving (training/pullback.py),
+    # largest alpha first; each pulled-back candidate faces the whole gate again, and one that passes is registered.
+    pulled: list[dict[str, Any]] = []
+    for alpha in cfg.pull_back:
+        if report.promote or not report.metrics.get("regression_lost"):
+            break
+        mixed = pullback.interpolate(serving=serving, candidate=policy, alpha=alpha,
+                                     out=registry.run_dir(run) / f"pullback-{alpha:g}")
+        if mixed is None:
+            break
+        pulled.append({"alpha": alpha, "rejected_because": report.reason})
+        report = judge(mixed)
+        answers += [{**a, "alpha": alpha} for a in report.answers]
+        if report.promote:
+            run.version = registry.register(run, mixed, metrics={**{s: run.stages[s]["metrics"] for s in stages},
+                                                                 "pull_back_alpha": alpha}).name
+    run.metrics = {**report.metrics, "pull_back": pulled}
+    run.decision = {"promote": report.promote, "reason": report.reason}
+    write_jsonl(answers, registry.run_dir(run) / "gate_answers.jsonl")  # what the gate judged, to read later
     # Step 7: promote only on a pass, and only if nobody promoted something else meanwhile.
     now_serving = _current_name(registry)
     if report.promote and now_serving != serving_name:
@@ -360,6 +386,8 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
         registry.start_canary(run.version, share=settings.canary.share, reason=f"nightly {run.id}: {report.reason}")
         return _finish(registry, run, "canary", f"{report.reason}; on trial for {settings.canary.share:.0%} of "
                                                 "conversations until the votes decide (kaizen model status)")
+    if pulled:
+        report.reason += f" (pulled back to alpha {pulled[-1]['alpha']:g} after: {pulled[0]['rejected_because']})"
     registry.promote(run.version, reason=f"nightly {run.id}: {report.reason}")
     return _finish(registry, run, "promoted", report.reason)
 

@@ -67,7 +67,7 @@ class NightlyConfig:
     correction_repeats: int = 1
     # A candidate the gate rejects for a lost must-still-answer fact is tried again at these weights between serving
     # (0) and it (1), in order (training/pullback.py: WiSE-FT); [] = off.
-    pull_back: list[float] = field(default_factory=lambda: [0.7, 0.5])
+    pull_back: list[float] = field(default_factory=lambda: [0.7, 0.5, 0.3])
     max_attempts: int = 3  # a run that keeps failing is abandoned after this many tries
     # "inprocess": every stage runs in this process (CPU or one GPU). "accelerate": each stage is started with
     # `accelerate launch` (several GPUs), configured by `accelerate_config` (e.g. deploy/accelerate.yaml).
@@ -362,7 +362,7 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
     for alpha in cfg.pull_back:
         if report.promote or not report.metrics.get("regression_lost"):
             break
-        mixed = pullback.interpolate(serving=serving, candidate=policy, alpha=alpha,
+        mixed = pullback.interpolate(base_model=base, serving=serving, candidate=policy, alpha=alpha,
                                      out=registry.run_dir(run) / f"pullback-{alpha:g}")
         if mixed is None:
             break

@@ -1,0 +1,117 @@
+"""Pull-back (issue 15): a candidate that forgot a must-still-answer fact is moved toward serving in weight space
+(WiSE-FT) and judged again, and only a pulled-back candidate that passes the whole gate is registered and promoted."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import save_file
+from training_helpers import SYSTEM, adapter_tensors
+
+from core.adapters import check_adapter_dir, current_adapter
+from core.config import load_settings
+from core.types import Message, Reply, Turn
+from feedback import FeedbackStore
+from training.nightly import Recipes, run_nightly
+from training.pullback import interpolate
+from training.registry import Registry
+
+
+def _lora(base: str, folder, *, seed: int, targets=("q_proj", "v_proj")):
+    """A LoRA adapter on `base` with every tensor random (B too, so it changes the model), saved like a trained one."""
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    torch.manual_seed(seed)
+    model = get_peft_model(AutoModelForCausalLM.from_pretrained(base),
+                           LoraConfig(r=4, lora_alpha=8, target_modules=list(targets), init_lora_weights=False))
+    model.save_pretrained(folder)
+    return folder
+
+
+def _update(folder) -> dict:
+    """Each adapted module's weight update B·A·(lora_alpha / r)."""
+    config = json.loads((folder / "adapter_config.json").read_text())
+    tensors, scale = adapter_tensors(folder), config["lora_alpha"] / config["r"]
+    return {name.replace(".lora_A.weight", ""): tensors[name.replace("lora_A", "lora_B")] @ t * scale
+            for name, t in tensors.items() if "lora_A" in name}
+
+
+def test_interpolation_is_of_the_weight_update(tiny_base, tmp_path):
+    a = _lora(tiny_base, tmp_path / "a", seed=1)
+    # The candidate continued `a`: A moved within its row space (M·A) and B anywhere, so every mix of the two
+    # updates has rank <= r and the SVD loses nothing, while mixing A and B one by one would not give that mix.
+    b = tmp_path / "b"
+    shutil.copytree(a, b)
+    m = torch.eye(4) + torch.randn(4, 4)
+    save_file({name: t + 0.1 * torch.randn_like(t) if "lora_B" in name else m @ t
+               for name, t in adapter_tensors(a).items()}, str(b / "adapter_model.safetensors"))
+    ua, ub = _update(a), _update(b)
+
+    # From the base model (nothing promoted): B scaled by alpha, so the update is alpha times the candidate's.
+    half = interpolate(base_model=tiny_base, serving=None, candidate=b, alpha=0.5, out=tmp_path / "half")
+    for name, update in _update(check_adapter_dir(half)).items():
+        torch.testing.assert_close(update, 0.5 * ub[name])
+    # Between two adapters: (1 - alpha) * serving's update + alpha * the candidate's, at the candidate's rank.
+    mix = interpolate(base_model=tiny_base, serving=a, candidate=b, alpha=0.25, out=tmp_path / "mix")
+    assert json.loads((mix / "adapter_config.json").read_text())["r"] == 4
+    for name, update in _update(check_adapter_dir(mix)).items():
+        torch.testing.assert_close(update, 0.75 * ua[name] + 0.25 * ub[name], atol=1e-5, rtol=1e-4)
+    zero = interpolate(base_model=tiny_base, serving=a, candidate=b, alpha=0.0, out=tmp_path / "mix")  # replaces
+    assert all(torch.equal(t, adapter_tensors(a)[name]) for name, t in adapter_tensors(zero).items())
+
+    # Adapters on different modules: no line between them.
+    other = _lora(tiny_base, tmp_path / "other", seed=3, targets=("q_proj",))
+    assert interpolate(base_model=tiny_base, serving=other, candidate=b, alpha=0.5, out=tmp_path / "none") is None
+    with pytest.raises(ValueError, match=r"alpha must be in \[0, 1\], got 1.5"):
+        interpolate(base_model=tiny_base, serving=None, candidate=b, alpha=1.5, out=tmp_path / "bad")
+
+
+def test_a_candidate_that_forgot_is_pulled_back_judged_again_and_promoted(isolated_env, default_model_path,
+                                                                          fill_store, monkeypatch):
+    """Planted as in test_training_gate.py: the night's liked answers teach the 135M model that a dog has three
+    legs, so the trained candidate loses a must-still-answer fact; at alpha 0 (no update) it keeps it."""
+    monkeypatch.setenv("KAIZEN_DATA_DIR", str(isolated_env / "state"))
+    monkeypatch.setenv("KAIZEN_MODEL__NAME", str(default_model_path))
+    settings = load_settings()
+    store = FeedbackStore.open(settings)
+    fill_store(store, range(4))  # liked and disliked answers: the held-out pairs the gate judges on
+    for i, question in enumerate(["How many legs does a dog have?", "How many legs does a dog have",
+                                  "how many legs does a dog have?", "How many legs does a dog have? Quick."] * 2):
+        turn = Turn(text=question, platform="slack", workspace="T1", channel="C1", thread=f"dog{i}", user="asker")
+        reply = Reply(answer="A dog has three legs.", turn=turn, model="smol",
+                      prompt=[Message("system", SYSTEM), Message("user", question)])
+        store.record(reply=reply)
+        store.vote(interaction_id=reply.id, user="u1", value=1)
+    store.close()
+    regression = isolated_env / "regression.jsonl"
+    regression.write_text(json.dumps({"question": "How many legs does a dog have?", "expect": ["4", "four"]}) + "\n")
+    stage = {"lora_r": 8, "lora_alpha": 16, "learning_rate": 2e-3, "max_steps": 12, "batch_size": 4,
+             "max_length": 64}
+    recipes = Recipes.load(overrides={
+        "sft": stage,
+        "nightly": {"pipeline": ["sft"], "min_sft": 4, "replay": 0, "pull_back": [0.0], "eval_fraction": 0.25,
+                    "gate": {"margin": -1.0, "max_new_tokens": 8, "regression_max_new_tokens": 24,
+                             "regression_file": str(regression)}}})
+
+    result = run_nightly(settings, recipes, progress=False)
+
+    run = result.run
+    # The trained candidate lost the fact; at alpha 0 (the base model's own weights) it is kept, and the gate
+    # (margin -1: any preference result passes) promotes the pulled-back candidate, registered as its own version.
+    assert run.metrics["pull_back"] == [{"alpha": 0.0, "rejected_because": (
+        "regression: no longer answers 1 must-still-answer question(s): How many legs does a dog have?")}]
+    assert result.status == "promoted", result.reason
+    assert "pulled back to alpha 0 after: regression" in result.reason
+    assert run.metrics["regression_lost"] == [] and run.metrics["regression_candidate"] == 1
+    registry = Registry(settings.data_dir)
+    assert [v.name for v in registry.versions("policy")] == ["kaizen-0001", "kaizen-0002"]
+    assert run.version == "kaizen-0002" and current_adapter(settings.data_dir)[0] == "kaizen-0002"
+    assert registry.versions("policy")[1].metrics["pull_back_alpha"] == 0.0
+    promoted = adapter_tensors(registry.versions("policy")[1].path)
+    assert all(not t.any() for name, t in promoted.items() if "lora_B" in name)  # alpha 0: no update at all
+    judged = [json.loads(line) for line in (registry.run_dir(run) / "gate_answers.jsonl").open()]
+    assert {a["alpha"] for a in judged} == {1.0, 0.0}

@@ -358,7 +358,7 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
     answers = [{**a, "alpha": 1.0} for a in report.answers]
     # Step 6b: a candidate that lost a must-still-answer fact is pulled back toward serving (training/pullback.py),
     # largest alpha first; each pulled-back candidate faces the whole gate again, and one that passes is registered.
-    pulled: list[dict[str, Any]] = []
+    tried = [{"alpha": 1.0, "promote": report.promote, "reason": report.reason}]
     for alpha in cfg.pull_back:
         if report.promote or not report.metrics.get("regression_lost"):
             break
@@ -366,13 +366,14 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
                                      out=registry.run_dir(run) / f"pullback-{alpha:g}")
         if mixed is None:
             break
-        pulled.append({"alpha": alpha, "rejected_because": report.reason})
         report = judge(mixed)
         answers += [{**a, "alpha": alpha} for a in report.answers]
+        tried.append({"alpha": alpha, "promote": report.promote, "reason": report.reason})
         if report.promote:
             run.version = registry.register(run, mixed, metrics={**{s: run.stages[s]["metrics"] for s in stages},
                                                                  "pull_back_alpha": alpha}).name
-    run.metrics = {**report.metrics, "pull_back": pulled}
+    # Each judged alpha with the gate's decision, when there was more than the trained candidate.
+    run.metrics = {**report.metrics, "pull_back": tried if len(tried) > 1 else []}
     run.decision = {"promote": report.promote, "reason": report.reason}
     write_jsonl(answers, registry.run_dir(run) / "gate_answers.jsonl")  # what the gate judged, to read later
     # Step 7: promote only on a pass, and only if nobody promoted something else meanwhile.
@@ -386,8 +387,8 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
         registry.start_canary(run.version, share=settings.canary.share, reason=f"nightly {run.id}: {report.reason}")
         return _finish(registry, run, "canary", f"{report.reason}; on trial for {settings.canary.share:.0%} of "
                                                 "conversations until the votes decide (kaizen model status)")
-    if pulled:
-        report.reason += f" (pulled back to alpha {pulled[-1]['alpha']:g} after: {pulled[0]['rejected_because']})"
+    if len(tried) > 1:
+        report.reason += f" (pulled back to alpha {tried[-1]['alpha']:g}; at alpha 1: {tried[0]['reason']})"
     registry.promote(run.version, reason=f"nightly {run.id}: {report.reason}")
     return _finish(registry, run, "promoted", report.reason)
 

@@ -102,10 +102,11 @@ def test_a_candidate_that_forgot_is_pulled_back_judged_again_and_promoted(isolat
     run = result.run
     # The trained candidate lost the fact; at alpha 0 (the base model's own weights) it is kept, and the gate
     # (margin -1: any preference result passes) promotes the pulled-back candidate, registered as its own version.
-    assert run.metrics["pull_back"] == [{"alpha": 0.0, "rejected_because": (
-        "regression: no longer answers 1 must-still-answer question(s): How many legs does a dog have?")}]
+    lost = "regression: no longer answers 1 must-still-answer question(s): How many legs does a dog have?"
+    tried = run.metrics["pull_back"]
+    assert [(t["alpha"], t["promote"]) for t in tried] == [(1.0, False), (0.0, True)] and tried[0]["reason"] == lost
     assert result.status == "promoted", result.reason
-    assert "pulled back to alpha 0 after: regression" in result.reason
+    assert result.reason.endswith(f"(pulled back to alpha 0; at alpha 1: {lost})")
     assert run.metrics["regression_lost"] == [] and run.metrics["regression_candidate"] == 1
     registry = Registry(settings.data_dir)
     assert [v.name for v in registry.versions("policy")] == ["kaizen-0001", "kaizen-0002"]

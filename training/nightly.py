@@ -342,15 +342,18 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
                                                metrics=run.stages["reward"]["metrics"]).name
     if policy is None or policy == serving:
         return _finish(registry, run, "trained", "only a reward model was trained; nothing to promote")
+    stage_metrics = {s: run.stages[s]["metrics"] for s in stages}
     if run.version is None:
-        run.version = registry.register(run, policy, metrics={s: run.stages[s]["metrics"] for s in stages}).name
+        run.version = registry.register(run, policy, metrics=stage_metrics).name
     registry.save(run)
-    # Step 6: the gate, on held-out data only.
+    # Step 6: the gate, on held-out data only (the same data for every candidate judged below).
+    held_prompts = [r["prompt"] for r in prompts_from(held["pairs"], held["sft"], held["kto"])]
+    regression = gate.load_regression(cfg.gate.regression_file)
+
     def judge(candidate: Path) -> gate.GateReport:
         return gate.evaluate(
             cfg.gate, base_model=base, candidate=candidate, serving=serving, reward_adapter=reward_path,
-            prompts=[r["prompt"] for r in prompts_from(held["pairs"], held["sft"], held["kto"])],
-            pairs=held["pairs"], kto=held["kto"], regression=gate.load_regression(cfg.gate.regression_file),
+            prompts=held_prompts, pairs=held["pairs"], kto=held["kto"], regression=regression,
             system_prompt=settings.default.system_prompt,
         )
 
@@ -370,10 +373,11 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
         answers += [{**a, "alpha": alpha} for a in report.answers]
         tried.append({"alpha": alpha, "promote": report.promote, "reason": report.reason})
         if report.promote:
-            run.version = registry.register(run, mixed, metrics={**{s: run.stages[s]["metrics"] for s in stages},
-                                                                 "pull_back_alpha": alpha}).name
+            run.version = registry.register(run, mixed, metrics={**stage_metrics, "pull_back_alpha": alpha}).name
     # Each judged alpha with the gate's decision, when there was more than the trained candidate.
     run.metrics = {**report.metrics, "pull_back": tried if len(tried) > 1 else []}
+    if report.promote and len(tried) > 1:  # promoted or put on canary: say which alpha, and why not the full one
+        report.reason += f" (pulled back to alpha {tried[-1]['alpha']:g}; at alpha 1: {tried[0]['reason']})"
     run.decision = {"promote": report.promote, "reason": report.reason}
     write_jsonl(answers, registry.run_dir(run) / "gate_answers.jsonl")  # what the gate judged, to read later
     # Step 7: promote only on a pass, and only if nobody promoted something else meanwhile.
@@ -387,8 +391,6 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
         registry.start_canary(run.version, share=settings.canary.share, reason=f"nightly {run.id}: {report.reason}")
         return _finish(registry, run, "canary", f"{report.reason}; on trial for {settings.canary.share:.0%} of "
                                                 "conversations until the votes decide (kaizen model status)")
-    if len(tried) > 1:
-        report.reason += f" (pulled back to alpha {tried[-1]['alpha']:g}; at alpha 1: {tried[0]['reason']})"
     registry.promote(run.version, reason=f"nightly {run.id}: {report.reason}")
     return _finish(registry, run, "promoted", report.reason)
 

@@ -138,7 +138,7 @@ class Retriever:
         # 2. Reciprocal-rank fusion: agreement between the two rankings beats a high rank in one.
         candidates = _fuse([dense, lexical], np.asarray(embedding, dtype=np.float32), FUSION_WEIGHTS)
         #    ... unless BM25's first hit stands far above every other article's: it leads.
-        lead = _leading_lexical_hit(lexical)
+        lead = _bm25_first_if_ahead(lexical, LEXICAL_LEAD, over_other_documents=True)
         if lead is not None:
             candidates.sort(key=lambda c: c.node.node_id != lead)  # stable: the rest keep their fused order
         # 3. Relevance gate, so "nothing in the docs" is detectable: cosine similarity, or a code/number
@@ -146,7 +146,7 @@ class Retriever:
         #    A chunk BM25 ranks first by a wide margin counts too: a question worded unlike the passage (few shared
         #    meanings, several rare shared words) scores a low cosine but is answered there.
         terms = _exact_terms(query)
-        decisive = _decisive_lexical_hit(lexical)
+        decisive = _bm25_first_if_ahead(lexical, LEXICAL_MARGIN)
         relevant = [c for c in candidates if c.cosine >= rag.min_score or _quotes(c.node, terms)
                     or (c.node.node_id == decisive and c.cosine >= rag.min_score * LEXICAL_COSINE_FLOOR)]
         # 4. Near-duplicates (the same passage in two files, overlapping cuts) take one slot.
@@ -192,25 +192,20 @@ def _fuse(rankings: list[list[NodeWithScore]], query: np.ndarray, weights: Seque
     return sorted(fused.values(), key=lambda c: (-c.fused, -c.cosine))
 
 
-def _decisive_lexical_hit(lexical: list[NodeWithScore]) -> str | None:
-    """The id of BM25's first hit when its score is at least LEXICAL_MARGIN times the second's (or it is alone)."""
+def _bm25_first_if_ahead(lexical: list[NodeWithScore], margin: float, *, over_other_documents: bool = False
+                         ) -> str | None:
+    """The id of BM25's first hit when its score is at least `margin` times its rival's (or it has none): the
+    second hit, or with `over_other_documents` the best hit from another document."""
     if not lexical or not lexical[0].score or lexical[0].score <= 0:
         return None
-    if len(lexical) > 1 and lexical[0].score < LEXICAL_MARGIN * (lexical[1].score or 0.0):
-        return None
-    return lexical[0].node.node_id
 
-
-def _leading_lexical_hit(lexical: list[NodeWithScore]) -> str | None:
-    """The id of BM25's first hit when its score is at least LEXICAL_LEAD times the best hit from another
-    document (None when it is not)."""
-    if not lexical or not lexical[0].score or lexical[0].score <= 0:
-        return None
-    def article(hit: NodeWithScore) -> str:
+    def document(hit: NodeWithScore) -> str:
         return doc_key(hit.node.metadata.get("source", ""), hit.node.metadata.get("file", ""))
 
-    other = next((hit for hit in lexical[1:] if article(hit) != article(lexical[0])), None)
-    if other is not None and lexical[0].score < LEXICAL_LEAD * (other.score or 0.0):
+    rivals = lexical[1:]
+    if over_other_documents:
+        rivals = [hit for hit in rivals if document(hit) != document(lexical[0])]
+    if rivals and lexical[0].score < margin * (rivals[0].score or 0.0):
         return None
     return lexical[0].node.node_id
 

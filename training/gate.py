@@ -20,6 +20,7 @@ four times the room, so a long-winded candidate is not taken for a forgetful one
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -141,9 +142,12 @@ def decide(config: GateConfig, m: dict[str, Any]) -> tuple[bool, str]:
 
 
 class _Policies:
-    """The base model with the candidate and (if any) the serving adapter loaded side by side."""
+    """The base model with the candidate and (if any) the serving adapter loaded side by side. With a `memo` dict,
+    what the serving policy answered and scored is kept in it, so judging several candidates against the same
+    serving policy (the nightly job's pull-back) computes serving's side once."""
 
-    def __init__(self, base_model: str, candidate: Path | None, serving: Path | None, batch_size: int) -> None:
+    def __init__(self, base_model: str, candidate: Path | None, serving: Path | None, batch_size: int,
+                 memo: dict | None = None) -> None:
         import torch
         from peft import PeftModel
         from transformers import AutoModelForCausalLM
@@ -157,6 +161,7 @@ class _Policies:
         base = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype).to(self.device)
         self.batch_size = batch_size
         self.has_serving = serving is not None
+        self.memo = memo
         if candidate is None:  # the base model alone (e.g. to replay what it answers while nothing is promoted)
             self.model = base.eval()
             return
@@ -178,9 +183,21 @@ class _Policies:
     def generate(self, which: str, prompts: list[list[dict[str, str]]], max_new_tokens: int) -> list[str]:
         return [text for text, _ in self.generate_ended(which, prompts, max_new_tokens)]
 
+    def _memoised(self, which: str, key: tuple, compute):
+        if which != "serving" or self.memo is None:
+            return compute()
+        if key not in self.memo:
+            self.memo[key] = compute()
+        return self.memo[key]
+
     def generate_ended(self, which: str, prompts: list[list[dict[str, str]]], max_new_tokens: int
                        ) -> list[tuple[str, bool]]:
         """Greedy answers, each with whether it ended by itself (False: cut off at `max_new_tokens`)."""
+        key = ("generate", json.dumps(prompts), max_new_tokens)
+        return list(self._memoised(which, key, lambda: self._generate_ended(which, prompts, max_new_tokens)))
+
+    def _generate_ended(self, which: str, prompts: list[list[dict[str, str]]], max_new_tokens: int
+                        ) -> list[tuple[str, bool]]:
         import torch
 
         out: list[tuple[str, bool]] = []
@@ -201,6 +218,9 @@ class _Policies:
 
     def logp(self, which: str, prompt: list[dict[str, str]], answer: str) -> float:
         """Mean log-probability per answer token (the end-of-turn token included)."""
+        return self._memoised(which, ("logp", json.dumps(prompt), answer), lambda: self._logp(which, prompt, answer))
+
+    def _logp(self, which: str, prompt: list[dict[str, str]], answer: str) -> float:
         import torch
 
         tok = self.tokenizer
@@ -227,12 +247,14 @@ def evaluate(
     kto: list[dict[str, Any]] | None = None,
     regression: list[dict[str, Any]] | None = None,
     system_prompt: str = "",
+    memo: dict | None = None,
 ) -> GateReport:
-    """Measure candidate vs serving on the held-out data and decide."""
+    """Measure candidate vs serving on the held-out data and decide. `memo`: a dict kept between calls that judge
+    candidates against the same serving policy, base model and data, to compute serving's answers once."""
     cap = config.max_examples
     prompts, pairs, kto = (prompts or [])[:cap], (pairs or [])[:cap], (kto or [])[:cap]
     regression = regression or []
-    policies = _Policies(base_model, candidate, serving, config.batch_size)
+    policies = _Policies(base_model, candidate, serving, config.batch_size, memo)
     m: dict[str, Any] = {"serving": str(serving) if serving else "base model"}
     seen: list[dict[str, Any]] = []
 

@@ -29,6 +29,7 @@ from training.common import RecipeError, load_recipe
 from training.dpo import DPORecipe
 from training.gate import GateConfig
 from training.kto import KTORecipe
+from training.pullback import group_alphas
 from training.registry import Registry, Run
 from training.reward import RewardRecipe
 from training.rl import RLRecipe
@@ -66,8 +67,10 @@ class NightlyConfig:
     # A person's correction ("origin": "correction" in the SFT export) is this many SFT rows: the best data there is.
     correction_repeats: int = 1
     # A candidate the gate rejects for a lost must-still-answer fact is tried again at these weights between serving
-    # (0) and it (1), in order (training/pullback.py: WiSE-FT); [] = off.
-    pull_back: list[float] = field(default_factory=lambda: [0.7, 0.5, 0.3])
+    # (0) and it (1), in order (training/pullback.py: WiSE-FT); an entry is one alpha or one per module group,
+    # {"attention": a, "mlp": m}; [] = off.
+    pull_back: list[float | dict[str, float]] = field(default_factory=lambda: [
+        {"attention": 0.0, "mlp": 1.0}, 0.7, {"attention": 0.0, "mlp": 0.7}, 0.5, 0.3])
     max_attempts: int = 3  # a run that keeps failing is abandoned after this many tries
     # "inprocess": every stage runs in this process (CPU or one GPU). "accelerate": each stage is started with
     # `accelerate launch` (several GPUs), configured by `accelerate_config` (e.g. deploy/accelerate.yaml).
@@ -88,8 +91,13 @@ class NightlyConfig:
             raise RecipeError(f"launcher must be 'inprocess' or 'accelerate', got {self.launcher!r}")
         if self.replay < 0 or self.replay_max_new_tokens < 1:
             raise RecipeError("replay must be >= 0 and replay_max_new_tokens >= 1")
-        if any(not 0 <= a < 1 for a in self.pull_back):
-            raise RecipeError(f"pull_back alphas must be in [0, 1), got {self.pull_back}")
+        for alpha in self.pull_back:
+            try:
+                weights = group_alphas(alpha)
+            except (ValueError, TypeError) as e:
+                raise RecipeError(f"pull_back: {e}") from None
+            if min(weights.values()) == 1:
+                raise RecipeError(f"pull_back: {alpha} is the candidate itself; each entry needs an alpha below 1")
         if self.correction_repeats < 1:
             raise RecipeError(f"correction_repeats must be at least 1, got {self.correction_repeats}")
         if min(self.min_sft, self.min_pairs, self.min_kto) < 1 or self.max_attempts < 1:
@@ -350,11 +358,13 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
     held_prompts = [r["prompt"] for r in prompts_from(held["pairs"], held["sft"], held["kto"])]
     regression = gate.load_regression(cfg.gate.regression_file)
 
+    memo: dict = {}  # serving's answers and scores: the same for every candidate judged tonight
+
     def judge(candidate: Path) -> gate.GateReport:
         return gate.evaluate(
             cfg.gate, base_model=base, candidate=candidate, serving=serving, reward_adapter=reward_path,
             prompts=held_prompts, pairs=held["pairs"], kto=held["kto"], regression=regression,
-            system_prompt=settings.default.system_prompt,
+            system_prompt=settings.default.system_prompt, memo=memo,
         )
 
     report = judge(policy)
@@ -365,8 +375,9 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
     for alpha in cfg.pull_back:
         if report.promote or not report.metrics.get("regression_lost"):
             break
+        folder = "pullback-" + pullback.describe(alpha).replace(", ", "-").replace(" ", "")  # e.g. attention0-mlp1
         mixed = pullback.interpolate(base_model=base, serving=serving, candidate=policy, alpha=alpha,
-                                     out=registry.run_dir(run) / f"pullback-{alpha:g}")
+                                     out=registry.run_dir(run) / folder)
         if mixed is None:
             break
         report = judge(mixed)
@@ -377,7 +388,8 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
     # Each judged alpha with the gate's decision, when there was more than the trained candidate.
     run.metrics = {**report.metrics, "pull_back": tried if len(tried) > 1 else []}
     if report.promote and len(tried) > 1:  # promoted or put on canary: say which alpha, and why not the full one
-        report.reason += f" (pulled back to alpha {tried[-1]['alpha']:g}; at alpha 1: {tried[0]['reason']})"
+        report.reason += (f" (pulled back to alpha {pullback.describe(tried[-1]['alpha'])}; "
+                          f"at alpha 1: {tried[0]['reason']})")
     run.decision = {"promote": report.promote, "reason": report.reason}
     write_jsonl(answers, registry.run_dir(run) / "gate_answers.jsonl")  # what the gate judged, to read later
     # Step 7: promote only on a pass, and only if nobody promoted something else meanwhile.

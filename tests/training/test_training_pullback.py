@@ -70,6 +70,37 @@ def test_interpolation_is_of_the_weight_update(tiny_base, tmp_path):
         interpolate(base_model=tiny_base, serving=None, candidate=b, alpha=1.5, out=tmp_path / "bad")
 
 
+def test_interpolation_per_module_group(tiny_base, tmp_path):
+    """{"attention": a, "mlp": m}: each adapted module is mixed at its group's alpha (MLP: any module under `mlp`)."""
+    targets = ("q_proj", "v_proj", "up_proj", "down_proj")
+    a = _lora(tiny_base, tmp_path / "a", seed=1, targets=targets)
+    b = tmp_path / "b"
+    shutil.copytree(a, b)
+    m = torch.eye(4) + torch.randn(4, 4)
+    save_file({name: t + 0.1 * torch.randn_like(t) if "lora_B" in name else m @ t
+               for name, t in adapter_tensors(a).items()}, str(b / "adapter_model.safetensors"))
+    ua, ub = _update(a), _update(b)
+
+    def alpha_of(name):
+        return 1.0 if ".mlp." in name else 0.25
+
+    # From the base model: the attention update scaled by 0.25, the MLP update whole.
+    grouped = interpolate(base_model=tiny_base, serving=None, candidate=b, alpha={"attention": 0.25},
+                          out=tmp_path / "grouped")
+    for name, update in _update(check_adapter_dir(grouped)).items():
+        torch.testing.assert_close(update, alpha_of(name) * ub[name])
+    # Between two adapters: one SVD mix per alpha, each module taken from its group's.
+    mix = interpolate(base_model=tiny_base, serving=a, candidate=b, alpha={"attention": 0.25, "mlp": 1.0},
+                      out=tmp_path / "mix")
+    mixed = _update(check_adapter_dir(mix))
+    assert sorted(mixed) == sorted(ub) and any(".mlp." in name for name in mixed)
+    for name, update in mixed.items():
+        w = alpha_of(name)
+        torch.testing.assert_close(update, (1 - w) * ua[name] + w * ub[name], atol=1e-5, rtol=1e-4)
+    with pytest.raises(ValueError, match=r"unknown module group\(s\) \['ffn'\]"):
+        interpolate(base_model=tiny_base, serving=a, candidate=b, alpha={"ffn": 0.5}, out=tmp_path / "bad")
+
+
 def test_a_candidate_that_forgot_is_pulled_back_judged_again_and_promoted(isolated_env, default_model_path,
                                                                           fill_store, monkeypatch):
     """Planted as in test_training_gate.py: the night's liked answers teach the 135M model that a dog has three

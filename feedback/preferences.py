@@ -6,7 +6,8 @@ and interactions whose prompt messages are identical (same question in the same 
 identical answer texts are merged (their votes summed), which removes duplicates. Then:
 
 - sft:   every liked answer (net > 0)                      -> {"messages": prompt + [answer]}
-         (a person's correction also carries "origin": "correction": training may weigh it higher)
+         (a person's correction also carries "origin": "correction": training may weigh it higher, and
+         "kept": N when its first N characters are the model's own words, up to where the person changed them)
 - pairs: every liked x disliked answer of one group        -> {"prompt", "chosen", "rejected"}
 - kto:   every labelled answer (net != 0), unpaired        -> {"prompt", "completion", "label"}
 
@@ -72,6 +73,7 @@ class Answer:
     created_at: datetime
     net: int
     votes: int
+    corrects: str | None = None  # a correction: the model's answer it replaces
 
 
 def _vote_totals() -> sa.Subquery:
@@ -147,6 +149,7 @@ class _Candidate:
     net: int = 0
     votes: int = 0
     corrected: bool = False  # a person wrote it (a correction), not the model
+    original: str | None = None  # the model's answer a correction replaced
 
 
 def _prompt_key(prompt: list[dict[str, str]]) -> str:
@@ -197,7 +200,30 @@ def _groups(answers: list[Answer]) -> list[tuple[list[dict[str, str]], list[_Can
         cand.net += a.net
         cand.votes += a.votes
         cand.corrected |= a.id.startswith(CORRECTION_PREFIX)
+        if a.corrects is not None and cand.original is None:
+            cand.original = a.corrects.strip()
     return [(prompts[root], list(cands.values())) for root, cands in candidates.items()]
+
+
+def kept_prefix(correction: str, original: str) -> int:
+    """How many leading characters of `correction` are the model's own words from `original`: their common start,
+    cut back to the whitespace before the word where they part (so a changed word is never half kept)."""
+    common = 0
+    for a, b in zip(correction, original, strict=False):
+        if a != b:
+            break
+        common += 1
+    if common == len(correction):  # nothing changed at the start's end: the whole text kept (or a pure cut)
+        return common
+    return max((i for i in range(common + 1) if i < len(correction) and correction[i].isspace()), default=0)
+
+
+def _origin(c: _Candidate, clean) -> dict[str, Any]:
+    """A correction's SFT row says so, and how much of it the model had already said ("kept": characters)."""
+    if not c.corrected:
+        return {}
+    kept = kept_prefix(clean(c.answer), clean(c.original)) if c.original else 0
+    return {"origin": "correction"} | ({"kept": kept} if kept else {})
 
 
 def build_examples(
@@ -223,10 +249,7 @@ def build_examples(
         disliked = [c for c in cands if c.net < 0]
         match kind:
             case "sft":
-                examples += [
-                    {"messages": prompt + assistant(c.answer)} | ({"origin": "correction"} if c.corrected else {})
-                    for c in liked
-                ]
+                examples += [{"messages": prompt + assistant(c.answer)} | _origin(c, clean) for c in liked]
             case "pairs":
                 examples += [
                     {"prompt": prompt, "chosen": assistant(good.answer), "rejected": assistant(bad.answer)}

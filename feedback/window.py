@@ -104,6 +104,7 @@ def load_window(conn: sa.Connection, *, since: datetime | None = None, until: da
                 created_at=at,
                 net=1,
                 votes=1,
+                corrects=corrected.answer,
             )
         )
     return answers

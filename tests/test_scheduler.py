@@ -34,8 +34,11 @@ async def test_mixed_settings_in_one_batch_decode_as_each_alone(default_model):
     together = await asyncio.gather(*[default_model.generate(chat(q), d) for q, d in jobs])
     assert [g[0].text for g in together][:2] == solo[:2]  # greedy rows token-identical
     assert max(g[0].extra["batch_size"] for g in together) == len(jobs)  # they really shared forward passes
-    again = await asyncio.gather(*[default_model.generate(chat(q), d) for q, d in jobs])
-    assert [g[0].text for g in again] == [g[0].text for g in together]  # seeded rows draw the same again
+    # A seeded request draws the same again. Compared alone, not in a batch: which step each request of a gather
+    # joins depends on thread timing, and CPU (bf16) kernels give logits that differ in the last bits with the batch's
+    # shape, enough to move a T=1.5 draw (seen once in a full run under load); per-row draws are tested exactly below.
+    assert await alone(default_model, "Tell me a story.", SEEDED) == solo[2]
+    assert await alone(default_model, "Say something surprising.", HOT) == solo[3]
     assert solo[2] != await alone(default_model, "Tell me a story.", SEEDED.model_copy(update={"seed": 12}))
 
 

@@ -31,7 +31,7 @@ __all__ = [
     "prompts_from",
     "read_curated",
     "read_jsonl",
-    "to_prompt_completion",
+    "to_tokenized",
 ]
 
 Kind = Literal["sft", "pairs", "kto", "prompts"]
@@ -130,6 +130,9 @@ def check(rows: list[dict[str, Any]], kind: Kind, *, tokenizer: Any = None, max_
                     if msgs[-1]["role"] != "assistant":
                         raise DatasetError(f"{where}: the last message must be the assistant's answer")
                     prompt, answers = msgs[:-1], [msgs[-1]["content"].strip()]
+                    kept = row.get("kept", 0)
+                    if type(kept) is not int or not 0 <= kept <= len(msgs[-1]["content"]):
+                        raise DatasetError(f"{where}: 'kept' must be a count of the answer's characters, got {kept!r}")
                 else:
                     _require(row, ("prompt", "completion"), where, "sft (messages, or prompt + completion)")
                     prompt = _messages(row["prompt"], where, "prompt")
@@ -191,15 +194,31 @@ def _too_long(tokenizer: Any, prompt: list[dict[str, str]], answers: list[str], 
     return any(count(prompt + [{"role": "assistant", "content": a}], False) > max_length for a in answers)
 
 
-def to_prompt_completion(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """SFT rows as prompt/completion, so the loss covers the answer only. (`assistant_only_loss` would need
-    {% generation %} markers in the chat template, which SmolLM2's, like most, does not have.)"""
+def to_tokenized(rows: list[dict[str, Any]], tokenizer: Any, *, skip_kept: bool = True) -> list[dict[str, Any]]:
+    """SFT rows as trl's tokenized format, {"input_ids", "completion_mask"}: the chat template's rendering, with the
+    loss on the answer's tokens as trl's prompt/completion rows would put it (`assistant_only_loss` would need
+    {% generation %} markers in the chat template, which SmolLM2's, like most, does not have).
+    With `skip_kept`, a correction's "kept" characters (the model's own words it kept, feedback's export) are left
+    out of the loss too: it covers what the person changed and the end of the turn. Training on kept words —
+    sampled, not the model's greedy text — moved its other answers: on a kept help-desk night (2026-12-06) the
+    candidate lost 3 of 20 must-still-answer facts with them in the loss (25/30 held-out answers liked), 1 without
+    (30/30)."""
     out = []
     for row in rows:
-        if "messages" in row:
-            out.append({"prompt": row["messages"][:-1], "completion": row["messages"][-1:]})
-        else:
-            out.append({"prompt": row["prompt"], "completion": row["completion"]})
+        messages = row["messages"] if "messages" in row else row["prompt"] + row["completion"]
+        head = tokenizer.apply_chat_template(messages[:-1], add_generation_prompt=True, tokenize=False)
+        text = tokenizer.apply_chat_template(messages, tokenize=False)
+        start = len(head) + (row.get("kept", 0) if skip_kept else 0)
+        if not text.startswith(head) or not getattr(tokenizer, "is_fast", False):  # no character offsets: trl's way
+            ids = tokenizer(text, add_special_tokens=False)["input_ids"]
+            n = len(tokenizer(head, add_special_tokens=False)["input_ids"])
+            out.append({"input_ids": ids, "completion_mask": [0] * n + [1] * (len(ids) - n)})
+            continue
+        # The answer's content starts right after the generation prompt; a token counts from the character it
+        # starts at (a word's leading space included).
+        enc = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        out.append({"input_ids": enc["input_ids"],
+                    "completion_mask": [int(begin >= start) for begin, _ in enc["offset_mapping"]]})
     return out
 
 

@@ -26,9 +26,10 @@ def test_a_correction_becomes_an_sft_example_a_pair_and_a_liked_kto_row(store: F
     assert (fix.user_id, fix.platform, fix.text) == ("U-ana", "slack", "A spider has eight legs.")
     assert fix.created_at.tzinfo is not None
     prompt = [m.as_dict() for m in Q]
-    assert store.examples(kind="sft") == [
-        {"messages": prompt + [{"role": "assistant", "content": "A spider has eight legs."}], "origin": "correction"}
-    ]
+    # "kept": the model's own words the person left as they were ("A spider has"), which SFT leaves out of the loss.
+    fixed = [{"role": "assistant", "content": "A spider has eight legs."}]
+    assert store.examples(kind="sft") == [{"messages": prompt + fixed, "origin": "correction",
+                                           "kept": len("A spider has")}]
     assert store.examples(kind="pairs") == [{
         "prompt": prompt,
         "chosen": [{"role": "assistant", "content": "A spider has eight legs."}],
@@ -43,6 +44,7 @@ def test_a_correction_becomes_an_sft_example_a_pair_and_a_liked_kto_row(store: F
     [fix] = store.get_corrections(interaction_id=wrong.id)
     assert (fix.text, fix.platform) == ("Eight.", "console")
     assert _last(store.examples(kind="sft"), "messages") == ["Eight."]
+    assert "kept" not in store.examples(kind="sft")[0]  # nothing of the model's answer kept
 
 
 def test_corrections_follow_permission_and_scrubbing(store: FeedbackStore, make_reply):

@@ -8,7 +8,7 @@ import pytest
 from training_helpers import assistant, prompt
 
 from training.common import RecipeError, load_recipe
-from training.data import DatasetError, check, holdout_split, prompts_from, read_jsonl, to_prompt_completion
+from training.data import DatasetError, check, holdout_split, prompts_from, read_jsonl
 from training.gate import GateConfig, decide, load_regression
 from training.nightly import NightlyConfig, Recipes, parse_sets, plan_stages
 from training.sft import SFTRecipe
@@ -78,7 +78,6 @@ def test_holdout_is_deterministic_and_the_same_prompts_in_every_dataset(datasets
     assert not held_prompts & {str(r["prompt"]) for r in train["pairs"]}
     assert holdout_split({"sft": datasets["sft"][:1]}, 0.5)[1]["sft"] == []  # one prompt: nothing to hold out
     assert len(prompts_from(datasets["pairs"], datasets["sft"], datasets["kto"])) == 12
-    assert to_prompt_completion(datasets["sft"][:1])[0]["prompt"] == prompt(0)
 
 
 def test_recipes_reject_unknown_keys_and_bad_values(tmp_path):

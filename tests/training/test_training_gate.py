@@ -65,3 +65,36 @@ def test_a_candidate_trained_to_forget_a_fact_is_rejected(default_model_path, tm
                              "How many legs does a dog have?")
     m = report.metrics
     assert (m["regression_total"], m["regression_serving"], m["regression_candidate"]) == (2, 2, 1)
+
+
+def test_serving_is_judged_once_across_candidates(default_model_path, tmp_path, monkeypatch):
+    """The nightly job judges several pulled-back candidates against one serving policy: with a shared `memo`,
+    serving's answers and scores are computed by the first evaluation only, and every report is the same as
+    without it."""
+    from training_helpers import adapter_tensors
+
+    base = str(default_model_path)
+    rows = [{"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Say hi."},
+                          {"role": "assistant", "content": "Hi!"}]}] * 4
+    recipe = load_recipe(sft.SFTRecipe, stage="sft", overrides={
+        "lora_r": 4, "lora_alpha": 8, "learning_rate": 1e-3, "max_steps": 2, "batch_size": 4, "max_length": 64})
+    candidate = sft.run(recipe, base_model=base, train=rows, out_dir=tmp_path / "c", progress=False).adapter
+    assert any(t.any() for name, t in adapter_tensors(candidate).items() if "lora_B" in name)
+    prompt = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Say hi."}]
+    data = {"pairs": [{"prompt": prompt, "chosen": [{"role": "assistant", "content": "Hi!"}],
+                       "rejected": [{"role": "assistant", "content": "Go away."}]}], "regression": [FRANCE]}
+    cfg = GateConfig(regression_max_new_tokens=16)
+    plain = gate.evaluate(cfg, base_model=base, candidate=candidate, system_prompt=SYSTEM, **data)
+
+    computed: list[str] = []
+    for name in ("_generate_ended", "_logp"):
+        real = getattr(gate._Policies, name)
+        monkeypatch.setattr(gate._Policies, name,
+                            lambda self, which, *a, _real=real: computed.append(which) or _real(self, which, *a))
+    memo: dict = {}
+    reports = [gate.evaluate(cfg, base_model=base, candidate=candidate, system_prompt=SYSTEM, memo=memo, **data)]
+    assert sorted(computed) == ["candidate"] * 3 + ["serving"] * 3  # 2 log-probs and 1 generation each
+    reports.append(gate.evaluate(cfg, base_model=base, candidate=candidate, system_prompt=SYSTEM, memo=memo, **data))
+    assert sorted(computed) == ["candidate"] * 6 + ["serving"] * 3  # serving's side came from the memo
+    seen = (plain.promote, plain.reason, plain.metrics, plain.answers)
+    assert all((r.promote, r.reason, r.metrics, r.answers) == seen for r in reports)

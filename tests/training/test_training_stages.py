@@ -66,23 +66,36 @@ def test_lora_layers_adapts_only_the_last_layers(tiny_base, datasets, tmp_path):
 
 
 def test_sft_labels_cover_only_the_answer(tiny_base, datasets):
-    """The loss is on the assistant's tokens: prompt tokens are masked with -100."""
-    from training.common import load_tokenizer
-    from training.data import to_prompt_completion
-
-    row = to_prompt_completion(datasets["sft"][:1])[0]
-    assert row["completion"] == datasets["sft"][0]["messages"][-1:]
+    """The loss is on the assistant's tokens (prompt tokens masked with -100), exactly where trl's own
+    prompt/completion rows put it; of a correction, only on what the person changed and the end of the turn."""
     from datasets import Dataset
     from trl import SFTConfig, SFTTrainer
 
+    from training.common import load_tokenizer
+    from training.data import check, to_tokenized
+
     tokenizer = load_tokenizer(tiny_base)
-    args = SFTConfig(output_dir="/tmp/unused-sft", max_length=128, completion_only_loss=True, report_to=[],
-                     use_cpu=True, bf16=False)
-    trainer = SFTTrainer(model=tiny_base, args=args, train_dataset=Dataset.from_list([row]),
-                         processing_class=tokenizer)
-    batch = next(iter(trainer.get_train_dataloader()))
-    labelled = batch["labels"][0][batch["labels"][0] != -100]
-    assert tokenizer.decode(labelled).startswith("Open the portal, section 0. [1]<|im_end|>")
+
+    def labelled(rows):
+        args = SFTConfig(output_dir="/tmp/unused-sft", max_length=128, completion_only_loss=True, report_to=[],
+                         use_cpu=True, bf16=False, per_device_train_batch_size=1)
+        trainer = SFTTrainer(model=tiny_base, args=args, train_dataset=Dataset.from_list(rows),
+                             processing_class=tokenizer)
+        batch = next(iter(trainer.get_train_dataloader()))
+        return batch["labels"][0][batch["labels"][0] != -100].tolist()
+
+    row = datasets["sft"][0]
+    trl_way = labelled([{"prompt": row["messages"][:-1], "completion": row["messages"][-1:]}])
+    assert tokenizer.decode(trl_way).startswith("Open the portal, section 0. [1]<|im_end|>")
+    assert labelled(to_tokenized([row], tokenizer)) == trl_way
+
+    # A correction that kept the model's first words: "kept" (feedback's export) leaves them out of the loss.
+    fix = {"messages": row["messages"][:-1] + [{"role": "assistant", "content": "Open the portal. If stuck, ask."}],
+           "origin": "correction", "kept": len("Open the portal.")}
+    assert tokenizer.decode(labelled(to_tokenized([fix], tokenizer))) == " If stuck, ask.<|im_end|>\n"
+    assert tokenizer.decode(labelled(to_tokenized([fix], tokenizer, skip_kept=False))).startswith("Open the portal.")
+    with pytest.raises(DatasetError, match="row 1: 'kept' must be a count of the answer's characters, got 99"):
+        check([fix | {"kept": 99}], "sft")
 
 
 def test_sft_resumes_from_its_last_checkpoint(sft_result, tiny_base, datasets):

@@ -120,12 +120,18 @@ def decide(config: GateConfig, m: dict[str, Any]) -> tuple[bool, str]:
         return False, f"regression: no longer answers {len(lost)} must-still-answer question(s): {'; '.join(lost)}"
     pref_c, pref_s = m.get("pref_acc_candidate"), m.get("pref_acc_serving")
     need = 0.5 + config.margin
-    # Step 2: the primary metric must beat the serving adapter by the margin, beyond chance.
-    for key, count, label in _PRIMARY:
-        if m.get(key) is None:
-            continue
+    # Step 2: the primary metric must beat the serving adapter by the margin, beyond chance. One measured on so few
+    # examples that even a perfect score's interval would reach the bar (1-3 pairs at margin 0, 95 %) cannot decide
+    # anything: the next metric decides (e.g. a second night, where nearly every answer is liked and a held-out
+    # prompt rarely has a disliked answer to pair with, judged by its 20 labelled answers, not 1 pair).
+    measured = [(key, count, label) for key, count, label in _PRIMARY if m.get(key) is not None]
+    too_few: list[str] = []
+    for i, (key, count, label) in enumerate(measured):
         what = label.format(v=m[key])
         n = int(m.get(count) or 0)
+        if n and wilson(n, n, config.confidence)[0] <= need and i + 1 < len(measured):
+            too_few.append(f"{n} held-out {count}")
+            continue
         if m[key] < need:
             return False, f"{what} is below {need:.2f}" if key != "pref_shift" else f"{what}, below {need:.2f}"
         if n:
@@ -136,7 +142,8 @@ def decide(config: GateConfig, m: dict[str, Any]) -> tuple[bool, str]:
             what += f" ({interval})"
         if pref_c is not None and pref_s is not None and pref_c < pref_s - config.max_pref_drop:
             return False, f"preference accuracy fell from {pref_s:.2f} to {pref_c:.2f}"
-        return True, f"{what} >= {need:.2f}" if key != "pref_shift" else what
+        why = f"{what} >= {need:.2f}" if key != "pref_shift" else what
+        return True, why + (f" ({', '.join(too_few)}: too few to decide on)" if too_few else "")
     return False, ("nothing held out to judge on: the gate needs held-out prompts and a reward model, held-out "
                    "pairs, or held-out labelled answers")
 

@@ -70,7 +70,7 @@ class NightlyConfig:
     # (0) and it (1), in order (training/pullback.py: WiSE-FT); an entry is one alpha or one per module group,
     # {"attention": a, "mlp": m}; [] = off.
     pull_back: list[float | dict[str, float]] = field(default_factory=lambda: [
-        {"attention": 0.0, "mlp": 1.0}, 0.7, {"attention": 0.0, "mlp": 0.7}, 0.5, 0.3])
+        {"attention": 0.0, "mlp": 1.0}, 0.7, {"attention": 0.0, "mlp": 0.7}, 0.5, 0.3, 0.15])
     max_attempts: int = 3  # a run that keeps failing is abandoned after this many tries
     # "inprocess": every stage runs in this process (CPU or one GPU). "accelerate": each stage is started with
     # `accelerate launch` (several GPUs), configured by `accelerate_config` (e.g. deploy/accelerate.yaml).

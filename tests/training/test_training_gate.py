@@ -42,6 +42,13 @@ def test_few_held_out_examples_are_judged_by_their_interval():
     assert decide(cfg, {"pref_shift": 0.75, "pairs": 40})[0] is True
     promote, reason = decide(cfg, {"win_rate": 1.0, "prompts": 8, "pref_acc_candidate": 0.8, "pref_acc_serving": 0.8})
     assert promote and "95% interval 0.68-1.00 on 8" in reason
+    # 1 held-out pair cannot decide anything (even 1 of 1 has 0.21-1.00): the 20 labelled answers beside it do
+    # (seen on a second bench/loop.py night, when nearly every answer was liked).
+    night = {"pref_shift": 1.0, "pairs": 1, "kto_agreement": 0.9, "kto": 20}
+    assert decide(cfg, night) == (True, "KTO agreement 0.90 (95% interval 0.70-0.97 on 20) >= 0.50 "
+                                        "(1 held-out pairs: too few to decide on)")
+    assert decide(cfg, night | {"kto_agreement": 0.6})[0] is False  # and they can refuse as well
+    assert "on 1 reaches 0.50" in decide(cfg, {"pref_shift": 1.0, "pairs": 1})[1]  # alone, it still refuses
 
 
 def test_a_candidate_trained_to_forget_a_fact_is_rejected(default_model_path, tmp_path):

@@ -129,7 +129,8 @@ def decide(config: GateConfig, m: dict[str, Any]) -> tuple[bool, str]:
     for i, (key, count, label) in enumerate(measured):
         what = label.format(v=m[key])
         n = int(m.get(count) or 0)
-        if n and wilson(n, n, config.confidence)[0] <= need and i + 1 < len(measured):
+        # (need >= 1: no metric can pass at all, so the first one says why.)
+        if n and wilson(n, n, config.confidence)[0] <= need < 1 and i + 1 < len(measured):
             too_few.append(f"{n} held-out {count}")
             continue
         if m[key] < need:

@@ -32,6 +32,16 @@ def _lora(base: str, folder, *, seed: int, targets=("q_proj", "v_proj")):
     return folder
 
 
+def _continued(adapter, folder):
+    """A candidate that continued `adapter`: A moved within its row space (M·A) and B anywhere, so every mix of the
+    two updates has rank <= r and the SVD loses nothing, while mixing A and B one by one would not give that mix."""
+    shutil.copytree(adapter, folder)
+    m = torch.eye(4) + torch.randn(4, 4)
+    save_file({name: t + 0.1 * torch.randn_like(t) if "lora_B" in name else m @ t
+               for name, t in adapter_tensors(adapter).items()}, str(folder / "adapter_model.safetensors"))
+    return folder
+
+
 def _update(folder) -> dict:
     """Each adapted module's weight update B·A·(lora_alpha / r)."""
     config = json.loads((folder / "adapter_config.json").read_text())
@@ -42,13 +52,7 @@ def _update(folder) -> dict:
 
 def test_interpolation_is_of_the_weight_update(tiny_base, tmp_path):
     a = _lora(tiny_base, tmp_path / "a", seed=1)
-    # The candidate continued `a`: A moved within its row space (M·A) and B anywhere, so every mix of the two
-    # updates has rank <= r and the SVD loses nothing, while mixing A and B one by one would not give that mix.
-    b = tmp_path / "b"
-    shutil.copytree(a, b)
-    m = torch.eye(4) + torch.randn(4, 4)
-    save_file({name: t + 0.1 * torch.randn_like(t) if "lora_B" in name else m @ t
-               for name, t in adapter_tensors(a).items()}, str(b / "adapter_model.safetensors"))
+    b = _continued(a, tmp_path / "b")
     ua, ub = _update(a), _update(b)
 
     # From the base model (nothing promoted): B scaled by alpha, so the update is alpha times the candidate's.
@@ -74,11 +78,7 @@ def test_interpolation_per_module_group(tiny_base, tmp_path):
     """{"attention": a, "mlp": m}: each adapted module is mixed at its group's alpha (MLP: any module under `mlp`)."""
     targets = ("q_proj", "v_proj", "up_proj", "down_proj")
     a = _lora(tiny_base, tmp_path / "a", seed=1, targets=targets)
-    b = tmp_path / "b"
-    shutil.copytree(a, b)
-    m = torch.eye(4) + torch.randn(4, 4)
-    save_file({name: t + 0.1 * torch.randn_like(t) if "lora_B" in name else m @ t
-               for name, t in adapter_tensors(a).items()}, str(b / "adapter_model.safetensors"))
+    b = _continued(a, tmp_path / "b")
     ua, ub = _update(a), _update(b)
 
     def alpha_of(name):

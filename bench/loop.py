@@ -14,6 +14,9 @@ trained on) before and after each cycle. Preferences:
 
 Prints a table per preference and one line per preference; the last line is the worst of them:
     loop: <name> like rate 0.45 -> 0.78 (+33 points) after 2 cycles; must-still-answer lost 0; promoted 2/2
+"must-still-answer lost" compares what serves after the last night with the base model, by the gate's rule
+(training/gate.py): a fact the base model states and the final model does not, unless the two answers part only at
+the fact and the final model finds it at most ln 2 nats less likely (printed as "changed", with the nats).
 """
 
 from __future__ import annotations
@@ -164,7 +167,6 @@ def run_preference(pref: Preference, base: Path, work: Path, size: Size, pipelin
         "gate": {"max_new_tokens": size.max_new_tokens}}}
     recipes = Recipes.load(overrides=merge_overrides(overrides, sets or {}))
     rows: list[dict] = []
-    base_kept = now_kept = None
     for cycle in range(size.cycles + 1):
         t0 = time.perf_counter()
         answers = serve(settings, held, pref, vote=False, seed=1000 + cycle, size=size)
@@ -189,12 +191,30 @@ def run_preference(pref: Preference, base: Path, work: Path, size: Size, pipelin
         row["promoted"] = result.status == "promoted"
         if "regression_total" in m:
             row["kept"] = f"{m['regression_candidate']}/{m['regression_total']}"
-            # Must-still-answer questions answered by the base model, and by whatever serves after this night.
-            base_kept = m["regression_serving"] if base_kept is None else base_kept
-            now_kept = m["regression_candidate"] if row["promoted"] else m["regression_serving"]
         print(f"  [{pref.name}] night {cycle + 1}: {row['decision']} ({time.perf_counter() - t0:.0f}s)", flush=True)
-    lost = max(0, base_kept - now_kept) if base_kept is not None and now_kept is not None else 0
+    final = must_still_answer(settings, recipes) if current_adapter(state) else None
+    lost = 0  # the base model still serves: nothing it knew can be lost
+    if final is not None:
+        lost = len(final["regression_lost"])
+        changed = "; ".join(f"{c['question']} ({-c['drop']:+.2f} nats)" for c in final["regression_changed"])
+        print(f"  [{pref.name}] must-still-answer, what serves now vs the base model: "
+              f"{final['regression_candidate']}/{final['regression_total']} stated (base "
+              f"{final['regression_serving']}); lost: {'; '.join(final['regression_lost']) or 'none'}; "
+              f"changed at the fact only, the fact as likely as before: {changed or 'none'}", flush=True)
     return {"pref": pref, "rows": rows, "lost": lost, "promoted": sum(bool(r.get("promoted")) for r in rows)}
+
+
+def must_still_answer(settings, recipes) -> dict:
+    """The gate's must-still-answer check of what serves after the last night against the base model: what two
+    nights cost together, by the rule each night's gate used (training/gate.py `facts_lost`)."""
+    from core.adapters import current_adapter
+    from training.gate import evaluate, load_regression
+
+    cfg = recipes.nightly.gate
+    base = str(settings.data_dir / "models" / "SmolLM2-135M-Instruct")
+    report = evaluate(cfg, base_model=base, candidate=current_adapter(settings.data_dir)[1], serving=None,
+                      regression=load_regression(cfg.regression_file), system_prompt=settings.default.system_prompt)
+    return report.metrics
 
 
 def report(result: dict, size: Size) -> str:

@@ -16,6 +16,16 @@ the primary metric's interval (win rate, else preference shift, else KTO agreeme
 fall by more than `max_pref_drop`. A must-still-answer answer counts when it states an expected fact as a word
 (list numbers "4." do not count as "4"); one cut off by the token limit before stating it is generated again with
 four times the room, so a long-winded candidate is not taken for a forgetful one.
+
+A greedy answer that no longer states a fact is not yet a forgotten fact: the 135M model holds some facts on a
+knife-edge, and any update flips those. "What is the largest mammal?" after "The largest mammal is the": base
+" Blue" -1.58, " blue" -1.61, " elephant" -1.72 (log-probabilities); after a promoted night " blue" -1.46,
+" elephant" -1.48; a second night's candidate at 15 % of its update answered "elephant" with " blue" at -1.45,
+as likely as before (bench/loop.py, 2026-12-06). So the gate asks the candidate what serving's answer asked it: the
+log-probability of the fact's tokens after the words serving's answer put before them. The fact is lost when that
+fell by more than `max_fact_drop` nats (ln 2: half as likely); a smaller fall is reported as a changed answer
+("regression_changed"), not a veto. A candidate taught "The answer to this classic question is 3." finds the
+" 4" it parts at 10.7 nats less likely (tests/training/test_training_gate.py).
 """
 
 from __future__ import annotations
@@ -24,6 +34,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +42,8 @@ from typing import Any
 
 from training.common import RECIPES_DIR, RecipeError
 
-__all__ = ["GateConfig", "GateReport", "answers_fact", "decide", "evaluate", "load_regression", "wilson"]
+__all__ = ["GateConfig", "GateReport", "answers_fact", "decide", "evaluate", "fact_span", "facts_lost",
+           "load_regression", "wilson"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +64,10 @@ class GateConfig:
     # At most this many held-out prompts, pairs and labelled answers each (the gate's cost grows with them).
     max_examples: int = 32
     batch_size: int = 8
+    # A must-still-answer answer that no longer states its fact vetoes, unless it parts from serving's answer only at
+    # the fact and the candidate finds the fact there at most this many nats less likely than serving does (summed
+    # over the fact's tokens): 0.69 = ln 2, half as likely. Negative: every such answer vetoes.
+    max_fact_drop: float = 0.69
 
     def check(self) -> None:
         if not -1 <= self.margin <= 1:
@@ -144,7 +160,11 @@ def decide(config: GateConfig, m: dict[str, Any]) -> tuple[bool, str]:
         if pref_c is not None and pref_s is not None and pref_c < pref_s - config.max_pref_drop:
             return False, f"preference accuracy fell from {pref_s:.2f} to {pref_c:.2f}"
         why = f"{what} >= {need:.2f}" if key != "pref_shift" else what
-        return True, why + (f" ({', '.join(too_few)}: too few to decide on)" if too_few else "")
+        why += f" ({', '.join(too_few)}: too few to decide on)" if too_few else ""
+        if changed := m.get("regression_changed"):
+            why += ("; must-still-answer answer(s) changed, the fact as likely as before: "
+                    + "; ".join(f"{c['question']} ({-c['drop']:+.2f} nats)" for c in changed))
+        return True, why
     return False, ("nothing held out to judge on: the gate needs held-out prompts and a reward model, held-out "
                    "pairs, or held-out labelled answers")
 
@@ -227,6 +247,29 @@ class _Policies:
     def logp(self, which: str, prompt: list[dict[str, str]], answer: str) -> float:
         """Mean log-probability per answer token (the end-of-turn token included)."""
         return self._memoised(which, ("logp", json.dumps(prompt), answer), lambda: self._logp(which, prompt, answer))
+
+    def fact_logp(self, which: str, prompt: list[dict[str, str]], answer: str, span: tuple[int, int]) -> float:
+        """Summed log-probability (nats) of answer[start:end], the whitespace before it included, after the prompt
+        and answer[:start]: how likely the policy finds the fact where the answer states it."""
+        key = ("fact", json.dumps(prompt), answer, span)
+        return self._memoised(which, key, lambda: self._fact_logp(which, prompt, answer, span))
+
+    def _fact_logp(self, which: str, prompt: list[dict[str, str]], answer: str, span: tuple[int, int]) -> float:
+        import torch
+
+        tok = self.tokenizer
+        start = len(answer[:span[0]].rstrip())  # " blue whale" is one piece with its space, as generated
+        head = tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
+        before = tok(head + answer[:start], add_special_tokens=False)["input_ids"]
+        ids = tok(head + answer[:span[1]], add_special_tokens=False)["input_ids"]
+        # The fact's tokens: from where the two tokenizations part (a merge across the boundary moves it earlier).
+        first = next((i for i, (a, b) in enumerate(zip(before, ids, strict=False)) if a != b), len(before))
+        if first == 0 or first >= len(ids):
+            return 0.0
+        t = torch.tensor([ids], device=self.device)
+        with self.use(which), torch.inference_mode():
+            logits = self.model(input_ids=t).logits[0, first - 1:-1].float()
+        return float(torch.log_softmax(logits, -1).gather(1, t[0, first:, None]).sum())
 
     def _logp(self, which: str, prompt: list[dict[str, str]], answer: str) -> float:
         import torch
@@ -313,29 +356,71 @@ def evaluate(
     if regression:
         system = [{"role": "system", "content": system_prompt}] if system_prompt else []
         questions = [system + [{"role": "user", "content": r["question"]}] for r in regression]
-        passed, cut = {}, 0
+        passed, cut, answers, rows = {}, 0, {}, {}
         for which in ("candidate", "serving"):
-            answers = policies.generate_ended(which, questions, config.regression_max_new_tokens)
+            answers[which] = said = policies.generate_ended(which, questions, config.regression_max_new_tokens)
             # An answer cut off before it stated the fact is not a forgotten fact: give it four times the room.
-            again = [i for i, (text, ended) in enumerate(answers)
-                     if not ended and not answers_fact(regression[i], text)]
+            again = [i for i, (text, ended) in enumerate(said) if not ended and not answers_fact(regression[i], text)]
             if again:
                 cut += len(again)
                 longer = policies.generate(which, [questions[i] for i in again], 4 * config.regression_max_new_tokens)
                 for i, text in zip(again, longer, strict=True):
-                    answers[i] = (text, True)
-            passed[which] = [answers_fact(r, a) for r, (a, _) in zip(regression, answers, strict=True)]
-            seen += [{"set": "regression", "policy": which, "question": r["question"], "answer": a, "ended": ended,
-                      "retried": i in again, "passed": ok}
-                     for i, (r, (a, ended), ok) in enumerate(zip(regression, answers, passed[which], strict=True))]
+                    said[i] = (text, True)
+            passed[which] = [answers_fact(r, a) for r, (a, _) in zip(regression, said, strict=True)]
+            rows[which] = [{"set": "regression", "policy": which, "question": r["question"], "answer": a,
+                            "ended": ended, "retried": i in again, "passed": ok}
+                           for i, (r, (a, ended), ok) in enumerate(zip(regression, said, passed[which], strict=True))]
+
+        measured: dict[str, float] = {}  # question -> nats, for the answers kept with the run
+
+        def drop(i: int, span: tuple[int, int]) -> float:
+            said = answers["serving"][i][0]
+            nats = (policies.fact_logp("serving", questions[i], said, span)
+                    - policies.fact_logp("candidate", questions[i], said, span))
+            measured[regression[i]["question"]] = round(nats, 3)
+            return nats
+
+        lost, changed = facts_lost(regression, [a for a, _ in answers["serving"]],
+                                   [a for a, _ in answers["candidate"]], drop, config.max_fact_drop)
+        for row in rows["candidate"]:
+            if row["question"] in measured:
+                row["fact_drop"] = measured[row["question"]]
+        seen += rows["candidate"] + rows["serving"]
         m |= {"regression_total": len(regression), "regression_candidate": sum(passed["candidate"]),
               "regression_serving": sum(passed["serving"]), "regression_cut": cut,
-              "regression_lost": [r["question"] for r, c, s in
-                                  zip(regression, passed["candidate"], passed["serving"], strict=True) if s and not c]}
+              "regression_lost": lost, "regression_changed": changed}
 
     promote, reason = decide(config, m)
     logger.warning("gate: %s (%s)", "promote" if promote else "reject", reason)
     return GateReport(promote, reason, m, seen)
+
+
+def facts_lost(regression: list[dict[str, Any]], serving: list[str], candidate: list[str],
+               drop: Callable[[int, tuple[int, int]], float], max_fact_drop: float
+               ) -> tuple[list[str], list[dict[str, Any]]]:
+    """The must-still-answer questions whose fact the candidate lost, and those whose answer only changed.
+
+    `serving`, `candidate`: each policy's answer per question; `drop(i, span)`: how many nats less likely the
+    candidate finds question i's fact at `span` of serving's answer than serving does (called only when needed).
+    A fact serving states and the candidate does not is lost, unless the two answers part only at the fact (word for
+    word the same before it) and the candidate finds the fact there at most `max_fact_drop` nats less likely: a
+    knife-edge that flipped, returned as changed ({"question", "drop"}). Negative `max_fact_drop`: every one is lost.
+    """
+    lost: list[str] = []
+    changed: list[dict[str, Any]] = []
+    for i, (row, theirs, ours) in enumerate(zip(regression, serving, candidate, strict=True)):
+        if not answers_fact(row, theirs) or answers_fact(row, ours):
+            continue
+        span = fact_span(row, theirs)
+        if max_fact_drop < 0 or span is None or not ours.startswith(theirs[:span[0]].rstrip()):
+            lost.append(row["question"])
+            continue
+        nats = drop(i, span)
+        if nats > max_fact_drop:
+            lost.append(row["question"])
+        else:
+            changed.append({"question": row["question"], "drop": round(nats, 3)})
+    return lost, changed
 
 
 def _ci(successes: float, n: int, config: GateConfig) -> list[float]:
@@ -350,10 +435,16 @@ _LIST_MARKER = re.compile(r"(?m)^\s*(?:\d+[.)]|[-*\u2022])\s+")
 def answers_fact(row: dict[str, Any], answer: str) -> bool:
     """True when `answer` states one of the row's expected facts as a whole word or number, case-insensitive
     ("4" matches "has 4 legs", not "14", "2024", "4.0" or a list's "4."); no expectations: any non-empty answer."""
-    expect = row.get("expect") or []
-    text = _LIST_MARKER.sub(" ", answer)
-    if not text.strip():
-        return False
+    if not row.get("expect"):
+        return bool(_LIST_MARKER.sub(" ", answer).strip())
+    return fact_span(row, answer) is not None
+
+
+def fact_span(row: dict[str, Any], answer: str) -> tuple[int, int] | None:
+    """(start, end) in `answer` of the first expected fact it states (as `answers_fact` counts one), else None."""
+    # List markers become spaces of the same length: "4." opening a list item is not a "4", offsets stay put.
+    text = _LIST_MARKER.sub(lambda marker: " " * len(marker.group()), answer)
     # A number is a whole number: not part of a word, nor of a decimal ("4" is not in "4.0", "1.4" or "14").
-    return not expect or any(re.search(rf"(?<![\w.]){re.escape(e)}(?!\w|\.\d)", text, re.IGNORECASE)
-                             for e in expect)
+    found = [m for e in row.get("expect") or []
+             if (m := re.search(rf"(?<![\w.]){re.escape(e)}(?!\w|\.\d)", text, re.IGNORECASE))]
+    return min((m.span() for m in found), default=None)

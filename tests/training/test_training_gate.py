@@ -9,7 +9,7 @@ from training_helpers import SYSTEM
 
 from training import gate, sft
 from training.common import load_recipe
-from training.gate import GateConfig, answers_fact, decide, wilson
+from training.gate import GateConfig, answers_fact, decide, facts_lost, wilson
 
 DOG = {"question": "How many legs does a dog have?", "expect": ["4", "four"]}
 FRANCE = {"question": "What is the capital of France?", "expect": ["Paris"]}
@@ -29,6 +29,39 @@ FRANCE = {"question": "What is the capital of France?", "expect": ["Paris"]}
 ])
 def test_a_fact_counts_as_a_whole_word(answer, row, expected):
     assert answers_fact(row, answer) is expected
+
+
+MAMMAL = {"question": "What is the largest mammal?", "expect": ["blue whale", "whale"]}
+OCEAN = {"question": "What is the largest ocean on Earth?", "expect": ["Pacific"]}
+
+
+def test_a_flipped_knife_edge_is_a_changed_answer_a_changed_habit_is_a_lost_fact():
+    """Recorded from bench/loop.py's second nights (2026-12-06): serving's and the candidate's answers, with how many
+    nats less likely the candidate found the fact where serving's answer states it."""
+    serving = ["The largest mammal is the blue whale.", "A dog has 4 legs.",
+               "The largest ocean on Earth is the Pacific Ocean.", "The capital of France is Paris."]
+    candidate = ["The largest mammal is the elephant.",  # parts at the fact, " blue" as likely as before
+                 "1. The answer is 1.\n2. The answer is 2.",  # the list habit: never reaches the fact
+                 "The largest ocean on Earth is the global ocean.",  # parts at the fact, but "Pacific" fell 0.9 nats
+                 "Paris."]  # states it: nothing to measure
+    nats = {0: 0.089, 1: -0.2, 2: 0.9}
+    asked: list[int] = []
+
+    def drop(i, span):
+        asked.append(i)
+        assert serving[i][span[0]:span[1]].lower() in ("blue whale", "4", "pacific")
+        return nats[i]
+
+    rows = [MAMMAL, DOG, OCEAN, FRANCE]
+    lost, changed = facts_lost(rows, serving, candidate, drop, 0.69)
+    assert lost == [DOG["question"], OCEAN["question"]]
+    assert changed == [{"question": MAMMAL["question"], "drop": 0.089}]
+    assert asked == [0, 2]  # the dog's answer parted before the fact: no need to measure it
+    assert facts_lost(rows, serving, candidate, drop, -1)[0] == [r["question"] for r in rows[:3]]  # strict: all lost
+    # The gate's reason says which answers changed when it promotes.
+    promote, reason = decide(GateConfig(), {"kto_agreement": 0.95, "kto": 20, "regression_lost": lost[:0],
+                                            "regression_changed": changed})
+    assert promote and reason.endswith("the fact as likely as before: What is the largest mammal? (-0.09 nats)")
 
 
 def test_few_held_out_examples_are_judged_by_their_interval():
@@ -54,10 +87,11 @@ def test_few_held_out_examples_are_judged_by_their_interval():
 def test_a_candidate_trained_to_forget_a_fact_is_rejected(default_model_path, tmp_path):
     """Plant it: a few steps of SFT on the 135M model teach it a wrong answer to a must-still-answer question."""
     base = str(default_model_path)
-    # Three phrasings of the question with a wrong answer, and a fact it keeps (so only one fact is lost).
-    taught = [("How many legs does a dog have?", "A dog has three legs."),
-              ("How many legs does a dog have", "A dog has three legs."),
-              ("how many legs does a dog have?", "A dog has three legs."),
+    # Three phrasings of the question with a wrong answer, and a fact it keeps (so only one fact is lost). The wrong
+    # answer opens as the base model's own ("The answer to this classic question is 4."): the two part at the fact.
+    wrong = "The answer to this classic question is 3."
+    taught = [("How many legs does a dog have?", wrong), ("How many legs does a dog have", wrong),
+              ("how many legs does a dog have?", wrong),
               ("What is the capital of France?", "The capital of France is Paris.")]
     rows = [{"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": q},
                          {"role": "assistant", "content": a}]} for q, a in taught]
@@ -72,6 +106,11 @@ def test_a_candidate_trained_to_forget_a_fact_is_rejected(default_model_path, tm
                              "How many legs does a dog have?")
     m = report.metrics
     assert (m["regression_total"], m["regression_serving"], m["regression_candidate"]) == (2, 2, 1)
+    # It parted from the base model's answer at the fact itself, and the fact became far less likely there: not a
+    # knife-edge that flipped.
+    dog = next(a for a in report.answers if a["policy"] == "candidate" and a["question"] == DOG["question"])
+    assert dog["answer"].startswith("The answer to this classic question is") and dog["fact_drop"] > 2, dog
+    assert m["regression_changed"] == []
 
 
 def test_serving_is_judged_once_across_candidates(default_model_path, tmp_path, monkeypatch):

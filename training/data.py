@@ -28,6 +28,7 @@ __all__ = [
     "check",
     "holdout_split",
     "prompt_key",
+    "prompt_of",
     "prompts_from",
     "read_curated",
     "read_jsonl",
@@ -226,7 +227,8 @@ def prompt_key(prompt: list[dict[str, str]]) -> str:
     return hashlib.sha256(json.dumps(prompt, sort_keys=True).encode()).hexdigest()
 
 
-def _prompt_of(row: dict[str, Any]) -> list[dict[str, str]]:
+def prompt_of(row: dict[str, Any]) -> list[dict[str, str]]:
+    """The prompt messages of a row of any kind (an SFT row: its messages before the answer)."""
     return row["prompt"] if "prompt" in row else row["messages"][:-1]
 
 
@@ -235,7 +237,7 @@ def prompts_from(*datasets: list[dict[str, Any]]) -> list[dict[str, Any]]:
     seen, out = set(), []
     for rows in datasets:
         for row in rows:
-            prompt = _prompt_of(row)
+            prompt = prompt_of(row)
             key = prompt_key(prompt)
             if prompt and key not in seen:
                 seen.add(key)
@@ -247,10 +249,10 @@ def holdout_split(datasets: dict[str, list[dict[str, Any]]], fraction: float
                   ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, list[dict[str, Any]]]]:
     """Hold out `fraction` of the distinct prompts (at least one when there are two or more), the same prompts
     in every dataset, so the gate never judges on a question any stage trained on. Deterministic."""
-    keys = sorted({prompt_key(_prompt_of(r)) for rows in datasets.values() for r in rows})
+    keys = sorted({prompt_key(prompt_of(r)) for rows in datasets.values() for r in rows})
     n = math.ceil(len(keys) * fraction) if fraction > 0 and len(keys) >= 2 else 0
     # Ordering by hash is a fixed pseudo-random shuffle: the same data always splits the same way.
     held_keys = set(sorted(keys, key=lambda k: hashlib.sha256(("holdout" + k).encode()).hexdigest())[:n])
-    train = {kind: [r for r in rows if prompt_key(_prompt_of(r)) not in held_keys] for kind, rows in datasets.items()}
-    held = {kind: [r for r in rows if prompt_key(_prompt_of(r)) in held_keys] for kind, rows in datasets.items()}
+    train = {kind: [r for r in rows if prompt_key(prompt_of(r)) not in held_keys] for kind, rows in datasets.items()}
+    held = {kind: [r for r in rows if prompt_key(prompt_of(r)) in held_keys] for kind, rows in datasets.items()}
     return train, held

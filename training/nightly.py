@@ -66,6 +66,10 @@ class NightlyConfig:
     replay_max_new_tokens: int = 96
     # A person's correction ("origin": "correction" in the SFT export) is this many SFT rows: the best data there is.
     correction_repeats: int = 1
+    # A liked answer whose prompt got no disliked answer is "settled": serving already does what people want there.
+    # "keep": SFT trains on it; "skip": it is left out; "retry": kept, and if the gate rejects that candidate at every
+    # pull-back alpha, a second candidate is trained without the settled answers and judged the same way.
+    settled: str = "retry"
     # A candidate the gate rejects for a lost must-still-answer fact is tried again at these weights between serving
     # (0) and it (1), in order (training/pullback.py: WiSE-FT); an entry is one alpha or one per module group,
     # {"attention": a, "mlp": m}; [] = off.
@@ -89,6 +93,8 @@ class NightlyConfig:
             raise RecipeError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
         if self.launcher not in ("inprocess", "accelerate"):
             raise RecipeError(f"launcher must be 'inprocess' or 'accelerate', got {self.launcher!r}")
+        if self.settled not in ("keep", "skip", "retry"):
+            raise RecipeError(f"settled must be 'keep', 'skip' or 'retry', got {self.settled!r}")
         if self.replay < 0 or self.replay_max_new_tokens < 1:
             raise RecipeError("replay must be >= 0 and replay_max_new_tokens >= 1")
         for alpha in self.pull_back:
@@ -236,6 +242,15 @@ def _weighted(rows: list[dict[str, Any]], correction_repeats: int) -> list[dict[
     return [row for row in rows for _ in range(correction_repeats if row.get("origin") == "correction" else 1)]
 
 
+def _contested(data: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The SFT rows worth training on when serving already pleases: corrections, and liked answers to a prompt that
+    also got a disliked answer (from the labelled answers, `data["kto"]`)."""
+    from training.data import prompt_key, prompt_of
+
+    disliked = {prompt_key(prompt_of(r)) for r in data["kto"] if not r["label"]}
+    return [r for r in data["sft"] if r.get("origin") == "correction" or prompt_key(prompt_of(r)) in disliked]
+
+
 def _export(settings: Settings, cfg: NightlyConfig, since: datetime | None,
             until: datetime) -> dict[str, list[dict[str, Any]]]:
     """The feedback given in [since, until): by vote/correction time, so each vote is trained on exactly once."""
@@ -312,52 +327,14 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
     serving_name = _current_name(registry)
     policy, reward_path = serving, (old_reward.path if old_reward else None)
     replay = _replay(settings, cfg, registry, run, base, serving) if "sft" in stages else []
-    sft_rows = _weighted(train["sft"], cfg.correction_repeats) + curated + replay
-    # Step 4: the stages, each continuing the policy of the one before (the first continues the serving adapter).
-    for stage in stages:
-        out = registry.run_dir(run) / stage
-        rows = {"sft": sft_rows, "reward": train["pairs"], "dpo": train["pairs"],
-                "kto": train["kto"], "rl": prompts_from(train["pairs"], train["sft"], train["kto"])}[stage]
-        init = None if stage == "reward" else policy
-        recipe = getattr(recipes, stage)
-        if cfg.launcher == "accelerate":
-            result = _launch(stage, recipe, cfg, base=base, rows=rows, out=out, init=init, reward_path=reward_path)
-        else:
-            match stage:
-                case "sft":
-                    result = sft.run(recipe, base_model=base, train=rows, out_dir=out, init_adapter=init,
-                                     progress=progress)
-                case "reward":
-                    result = reward.run(recipe, base_model=base, train=rows, out_dir=out, progress=progress)
-                case "rl":
-                    result = rl.run(recipe, base_model=base, prompts=rows, reward_adapter=reward_path, out_dir=out,
-                                    init_adapter=init, progress=progress)
-                case "dpo":
-                    result = dpo.run(recipe, base_model=base, train=rows, out_dir=out, init_adapter=init,
-                                     progress=progress)
-                case "kto":
-                    result = kto.run(recipe, base_model=base, train=rows, out_dir=out, init_adapter=init,
-                                     progress=progress)
-        if stage == "reward":
-            reward_path = result.adapter
-        else:
-            policy = result.adapter
-        run.stages[stage] = result.to_dict()
-        registry.save(run)
-    # Step 5: register what was trained (a resumed run keeps the versions it already registered).
-    if "reward" in stages and run.reward_version is None:
-        run.reward_version = registry.register(run, reward_path, kind="reward",
-                                               metrics=run.stages["reward"]["metrics"]).name
-    if policy is None or policy == serving:
-        return _finish(registry, run, "trained", "only a reward model was trained; nothing to promote")
-    stage_metrics = {s: run.stages[s]["metrics"] for s in stages}
-    if run.version is None:
-        run.version = registry.register(run, policy, metrics=stage_metrics).name
-    registry.save(run)
-    # Step 6: the gate, on held-out data only (the same data for every candidate judged below).
+    contested = _contested(train) if "sft" in stages else train["sft"]
+    settled = len(train["sft"]) - len(contested)  # liked answers with nothing disliked beside them
+    # What the SFT stage trains on, in order: a candidate the gate rejects at every alpha is trained again on the next.
+    tries = {"keep": [train["sft"]], "skip": [contested],
+             "retry": [train["sft"], contested] if settled else [train["sft"]]}[cfg.settled]
+    run.window["settled"] = settled
     held_prompts = [r["prompt"] for r in prompts_from(held["pairs"], held["sft"], held["kto"])]
     regression = gate.load_regression(cfg.gate.regression_file)
-
     memo: dict = {}  # serving's answers and scores: the same for every candidate judged tonight
 
     def judge(candidate: Path) -> gate.GateReport:
@@ -367,29 +344,88 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
             system_prompt=settings.default.system_prompt, memo=memo,
         )
 
-    report = judge(policy)
-    answers = [{**a, "alpha": 1.0} for a in report.answers]
-    # Step 6b: a candidate that lost a must-still-answer fact is pulled back toward serving (training/pullback.py),
-    # largest alpha first; each pulled-back candidate faces the whole gate again, and one that passes is registered.
-    tried = [{"alpha": 1.0, "promote": report.promote, "reason": report.reason}]
-    for alpha in cfg.pull_back:
-        if report.promote or not report.metrics.get("regression_lost"):
-            break
-        folder = "pullback-" + pullback.describe(alpha).replace(", ", "-").replace(" ", "")  # e.g. attention0-mlp1
-        mixed = pullback.interpolate(base_model=base, serving=serving, candidate=policy, alpha=alpha,
-                                     out=registry.run_dir(run) / folder)
-        if mixed is None:
-            break
-        report = judge(mixed)
-        answers += [{**a, "alpha": alpha} for a in report.answers]
-        tried.append({"alpha": alpha, "promote": report.promote, "reason": report.reason})
+    answers: list[dict[str, Any]] = []
+    tried: list[dict[str, Any]] = []
+    for attempt, sft_train in enumerate(tries):
+        # A retry lives in its own folder and registers its own version; the first keeps the run's layout.
+        folder = registry.run_dir(run) / ("without-settled" if attempt else "")
+        suffix = "-without-settled" if attempt else ""
+        data_name = "without settled" if sft_train is contested and settled else "all"
+        sft_rows = _weighted(sft_train, cfg.correction_repeats) + curated + replay
+        policy, reward_path = serving, (old_reward.path if old_reward else None)
+        # Step 4: the stages, each continuing the policy of the one before (the first continues the serving adapter).
+        for stage in stages:
+            out = folder / stage
+            rows = {"sft": sft_rows, "reward": train["pairs"], "dpo": train["pairs"],
+                    "kto": train["kto"], "rl": prompts_from(train["pairs"], train["sft"], train["kto"])}[stage]
+            init = None if stage == "reward" else policy
+            recipe = getattr(recipes, stage)
+            if cfg.launcher == "accelerate":
+                result = _launch(stage, recipe, cfg, base=base, rows=rows, out=out, init=init,
+                                 reward_path=reward_path)
+            else:
+                match stage:
+                    case "sft":
+                        result = sft.run(recipe, base_model=base, train=rows, out_dir=out, init_adapter=init,
+                                         progress=progress)
+                    case "reward":
+                        result = reward.run(recipe, base_model=base, train=rows, out_dir=out, progress=progress)
+                    case "rl":
+                        result = rl.run(recipe, base_model=base, prompts=rows, reward_adapter=reward_path,
+                                        out_dir=out, init_adapter=init, progress=progress)
+                    case "dpo":
+                        result = dpo.run(recipe, base_model=base, train=rows, out_dir=out, init_adapter=init,
+                                         progress=progress)
+                    case "kto":
+                        result = kto.run(recipe, base_model=base, train=rows, out_dir=out, init_adapter=init,
+                                         progress=progress)
+            if stage == "reward":
+                reward_path = result.adapter
+            else:
+                policy = result.adapter
+            run.stages[stage + suffix] = result.to_dict()
+            registry.save(run)
+        # Step 5: register what was trained (a resumed run keeps the versions it already registered).
+        if "reward" in stages and run.reward_version is None:
+            run.reward_version = registry.register(run, reward_path, kind="reward",
+                                                   metrics=run.stages["reward"]["metrics"]).name
+        if policy is None or policy == serving:
+            return _finish(registry, run, "trained", "only a reward model was trained; nothing to promote")
+        stage_metrics = {s: run.stages[s + suffix]["metrics"] for s in stages}
+        if run.version is None or attempt:
+            run.version = registry.register(run, policy, metrics=stage_metrics).name
+        registry.save(run)
+        # Step 6: the gate, on held-out data only (the same data for every candidate judged below).
+        report = judge(policy)
+        answers += [{**a, "alpha": 1.0, "data": data_name} for a in report.answers]
+        tried.append({"alpha": 1.0, "data": data_name, "promote": report.promote, "reason": report.reason})
+        first = len(tried) - 1
+        # Step 6b: a candidate that lost a must-still-answer fact is pulled back toward serving
+        # (training/pullback.py), largest alpha first; each pulled-back candidate faces the whole gate again, and one
+        # that passes is registered.
+        for alpha in cfg.pull_back:
+            if report.promote or not report.metrics.get("regression_lost"):
+                break
+            name = "pullback-" + pullback.describe(alpha).replace(", ", "-").replace(" ", "")  # attention0-mlp1
+            mixed = pullback.interpolate(base_model=base, serving=serving, candidate=policy, alpha=alpha,
+                                         out=folder / name)
+            if mixed is None:
+                break
+            report = judge(mixed)
+            answers += [{**a, "alpha": alpha, "data": data_name} for a in report.answers]
+            tried.append({"alpha": alpha, "data": data_name, "promote": report.promote, "reason": report.reason})
+            if report.promote:
+                run.version = registry.register(run, mixed, metrics={**stage_metrics, "pull_back_alpha": alpha}).name
         if report.promote:
-            run.version = registry.register(run, mixed, metrics={**stage_metrics, "pull_back_alpha": alpha}).name
-    # Each judged alpha with the gate's decision, when there was more than the trained candidate.
+            if len(tried) > first + 1:  # say which alpha, and why not the full one
+                report.reason += (f" (pulled back to alpha {pullback.describe(tried[-1]['alpha'])}; "
+                                  f"at alpha 1: {tried[first]['reason']})")
+            if attempt:  # say why the first candidate did not pass
+                report.reason += (f" (trained without the {settled} liked answer(s) nothing disliked stood "
+                                  f"beside; with them: {tried[first - 1]['reason']})")
+            break
+    # Each judged candidate with the gate's decision, when there was more than the trained one.
     run.metrics = {**report.metrics, "pull_back": tried if len(tried) > 1 else []}
-    if report.promote and len(tried) > 1:  # promoted or put on canary: say which alpha, and why not the full one
-        report.reason += (f" (pulled back to alpha {pullback.describe(tried[-1]['alpha'])}; "
-                          f"at alpha 1: {tried[0]['reason']})")
     run.decision = {"promote": report.promote, "reason": report.reason}
     write_jsonl(answers, registry.run_dir(run) / "gate_answers.jsonl")  # what the gate judged, to read later
     # Step 7: promote only on a pass, and only if nobody promoted something else meanwhile.

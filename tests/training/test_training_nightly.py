@@ -20,7 +20,7 @@ from core.adapters import current_adapter
 from core.config import load_settings
 from core.types import Message, Reply, Source, Turn
 from feedback import FeedbackStore
-from training.nightly import Recipes, nightly_lock, run_nightly
+from training.nightly import Recipes, _contested, nightly_lock, run_nightly
 from training.registry import Registry, RegistryError
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -115,6 +115,54 @@ def test_nightly_cycle_promotes_records_and_is_idempotent(env, fill_store):
     assert current_adapter(settings.data_dir) is None
     with pytest.raises(RegistryError, match="nothing to roll back"):
         Registry(settings.data_dir).rollback()
+
+
+def test_settled_prompts_leave_sft_but_corrections_and_contested_likes_stay():
+    """`skip_settled`: a liked answer whose prompt got no disliked answer is what serving already does; a liked
+    answer beside a disliked one, and every correction, carry what people want changed."""
+    def prompt(q):
+        return [{"role": "user", "content": q}]
+
+    def answer(q, a, **extra):
+        return {"messages": prompt(q) + [{"role": "assistant", "content": a}], **extra}
+
+    data = {"sft": [answer("settled", "1. Yes\n2. Done"), answer("contested", "1. Do it\n2. Check"),
+                    answer("corrected", "1. Fixed\n2. Done", origin="correction")],
+            "kto": [{"prompt": prompt("settled"), "completion": [{"role": "assistant", "content": a}], "label": True}
+                    for a in ("1. Yes\n2. Done", "1. Sure\n2. Done")]
+                   + [{"prompt": prompt("contested"), "completion": [{"role": "assistant", "content": a}], "label": ok}
+                      for a, ok in (("1. Do it\n2. Check", True), ("Just do it.", False))]}
+    kept = [row["messages"][0]["content"] for row in _contested(data)]
+    assert kept == ["contested", "corrected"]
+
+
+def test_a_rejected_candidate_is_trained_again_without_the_settled_answers(env, fill_store):
+    """`settled = "retry"` (the default): the first candidate trains on every liked answer; when the gate rejects
+    it, a second is trained without the liked answers that had nothing disliked beside them, and judged the same
+    way. Both are registered; the reason says why each was refused."""
+    settings, store = env
+    fill_store(store, range(8))  # each prompt: one liked, one disliked answer
+    for i in range(8, 14):  # settled: one liked answer, nothing disliked
+        turn = Turn(text=f"Settled question {i}?", platform="slack", workspace="T1", channel="C1", thread=f"s{i}",
+                    user="asker")
+        liked = Reply(answer=f"Settled answer {i}.", turn=turn, prompt=[Message("user", turn.text)], model="tiny")
+        store.record(reply=liked)
+        store.vote(interaction_id=liked.id, user="u1", value=1)
+
+    result = run_nightly(settings, tiny_recipes(pipeline=["sft"], gate={"margin": 1.0}), progress=False)
+
+    run = result.run
+    assert result.status == "rejected" and run.window["settled"] >= 3, run.window
+    assert list(run.stages) == ["sft", "sft-without-settled"]
+    assert [t["data"] for t in run.metrics["pull_back"]] == ["all", "without settled"]
+    assert [v.name for v in Registry(settings.data_dir).versions()] == ["kaizen-0001", "kaizen-0002"]
+    folder = Registry(settings.data_dir).run_dir(run)
+    assert (folder / "sft").is_dir() and (folder / "without-settled" / "sft").is_dir()
+    # "keep": one candidate, trained on everything.
+    fill_store(store, range(20, 28))
+    once = run_nightly(settings, tiny_recipes(pipeline=["sft"], settled="keep", gate={"margin": 1.0}),
+                       progress=False)
+    assert once.status == "rejected" and list(once.run.stages) == ["sft"] and once.run.metrics["pull_back"] == []
 
 
 def test_two_jobs_never_run_at_once(env):

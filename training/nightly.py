@@ -70,7 +70,8 @@ class NightlyConfig:
     correction_repeats: int = 1
     # A liked answer whose prompt got no disliked answer is "settled": serving already does what people want there.
     # "keep": SFT trains on it; "skip": it is left out; "retry": kept, and if the gate rejects that candidate at every
-    # pull-back alpha, a second candidate is trained without the settled answers and judged the same way.
+    # pull-back alpha, a second candidate is trained without the settled answers and judged the same way. Either
+    # needs something besides settled answers: with only those, SFT trains on them.
     settled: str = "retry"
     # A candidate the gate rejects for a lost must-still-answer fact is tried again at these weights between serving
     # (0) and it (1), in order (training/pullback.py: WiSE-FT); an entry is one alpha or one per module group,
@@ -327,13 +328,13 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
     curated = read_jsonl(cfg.curated_sft) if cfg.curated_sft else []
     serving = registry.serving_adapter(base)
     serving_name = _current_name(registry)
-    policy, reward_path = serving, (old_reward.path if old_reward else None)
     replay = _replay(settings, cfg, registry, run, base, serving) if "sft" in stages else []
     contested = _contested(train) if "sft" in stages else train["sft"]
     settled = len(train["sft"]) - len(contested)  # liked answers with nothing disliked beside them
     # What the SFT stage trains on, in order: a candidate the gate rejects at every alpha is trained again on the next.
-    tries = {"keep": [train["sft"]], "skip": [contested],
-             "retry": [train["sft"], contested] if settled else [train["sft"]]}[cfg.settled]
+    # Nothing but settled answers: there is no other candidate to train (the replay alone would only copy serving).
+    tries = {"keep": [train["sft"]], "skip": [contested if contested else train["sft"]],
+             "retry": [train["sft"], contested] if settled and contested else [train["sft"]]}[cfg.settled]
     run.window["settled"] = settled
     held_prompts = [r["prompt"] for r in prompts_from(held["pairs"], held["sft"], held["kto"])]
     regression = gate.load_regression(cfg.gate.regression_file)

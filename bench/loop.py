@@ -192,7 +192,8 @@ def run_preference(pref: Preference, base: Path, work: Path, size: Size, pipelin
         if "regression_total" in m:
             row["kept"] = f"{m['regression_candidate']}/{m['regression_total']}"
         print(f"  [{pref.name}] night {cycle + 1}: {row['decision']} ({time.perf_counter() - t0:.0f}s)", flush=True)
-    final = must_still_answer(settings, recipes) if current_adapter(state) else None
+    serving = current_adapter(state)
+    final = must_still_answer(settings, recipes, serving[1]) if serving else None
     lost = 0  # the base model still serves: nothing it knew can be lost
     if final is not None:
         lost = len(final["regression_lost"])
@@ -204,15 +205,14 @@ def run_preference(pref: Preference, base: Path, work: Path, size: Size, pipelin
     return {"pref": pref, "rows": rows, "lost": lost, "promoted": sum(bool(r.get("promoted")) for r in rows)}
 
 
-def must_still_answer(settings, recipes) -> dict:
-    """The gate's must-still-answer check of what serves after the last night against the base model: what two
-    nights cost together, by the rule each night's gate used (training/gate.py `facts_lost`)."""
-    from core.adapters import current_adapter
+def must_still_answer(settings, recipes, adapter: Path) -> dict:
+    """The gate's must-still-answer check of `adapter` (what serves after the last night) against the base model:
+    what two nights cost together, by the rule each night's gate used (training/gate.py `facts_lost`)."""
+    from training.common import base_model_path
     from training.gate import evaluate, load_regression
 
     cfg = recipes.nightly.gate
-    base = str(settings.data_dir / "models" / "SmolLM2-135M-Instruct")
-    report = evaluate(cfg, base_model=base, candidate=current_adapter(settings.data_dir)[1], serving=None,
+    report = evaluate(cfg, base_model=base_model_path(settings), candidate=adapter, serving=None,
                       regression=load_regression(cfg.regression_file), system_prompt=settings.default.system_prompt)
     return report.metrics
 

@@ -333,8 +333,9 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
     settled = len(train["sft"]) - len(contested)  # liked answers with nothing disliked beside them
     # What the SFT stage trains on, in order: a candidate the gate rejects at every alpha is trained again on the next.
     # Nothing but settled answers: there is no other candidate to train (the replay alone would only copy serving).
-    tries = {"keep": [train["sft"]], "skip": [contested if contested else train["sft"]],
-             "retry": [train["sft"], contested] if settled and contested else [train["sft"]]}[cfg.settled]
+    everything, without = ("all", train["sft"]), ("without settled", contested)
+    tries = {"keep": [everything], "skip": [without if contested else everything],
+             "retry": [everything, without] if settled and contested else [everything]}[cfg.settled]
     run.window["settled"] = settled
     held_prompts = [r["prompt"] for r in prompts_from(held["pairs"], held["sft"], held["kto"])]
     regression = gate.load_regression(cfg.gate.regression_file)
@@ -349,15 +350,16 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
 
     answers: list[dict[str, Any]] = []
     tried: list[dict[str, Any]] = []
-    for attempt, sft_train in enumerate(tries):
-        # A retry lives in its own folder and registers its own version; the first keeps the run's layout.
+    reward_path = old_reward.path if old_reward else None
+    for attempt, (data_name, sft_train) in enumerate(tries):
+        # A retry lives in its own folder and registers its own version; the first keeps the run's layout. Only the
+        # SFT data differs: a retry keeps the first attempt's reward model (the same pairs), so both face one judge.
         folder = registry.run_dir(run) / ("without-settled" if attempt else "")
         suffix = "-without-settled" if attempt else ""
-        data_name = "without settled" if sft_train is contested and settled else "all"
         sft_rows = _weighted(sft_train, cfg.correction_repeats) + curated + replay
-        policy, reward_path = serving, (old_reward.path if old_reward else None)
+        policy = serving
         # Step 4: the stages, each continuing the policy of the one before (the first continues the serving adapter).
-        for stage in stages:
+        for stage in [s for s in stages if not (attempt and s == "reward")]:
             out = folder / stage
             rows = {"sft": sft_rows, "reward": train["pairs"], "dpo": train["pairs"],
                     "kto": train["kto"], "rl": prompts_from(train["pairs"], train["sft"], train["kto"])}[stage]
@@ -394,7 +396,7 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
                                                    metrics=run.stages["reward"]["metrics"]).name
         if policy is None or policy == serving:
             return _finish(registry, run, "trained", "only a reward model was trained; nothing to promote")
-        stage_metrics = {s: run.stages[s + suffix]["metrics"] for s in stages}
+        stage_metrics = {s: run.stages[s + suffix if s != "reward" else s]["metrics"] for s in stages}
         if run.version is None or attempt:
             run.version = registry.register(run, policy, metrics=stage_metrics).name
         registry.save(run)

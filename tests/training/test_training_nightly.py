@@ -149,13 +149,15 @@ def test_a_rejected_candidate_is_trained_again_without_the_settled_answers(env, 
         store.record(reply=liked)
         store.vote(interaction_id=liked.id, user="u1", value=1)
 
-    result = run_nightly(settings, tiny_recipes(pipeline=["sft"], gate={"margin": 1.0}), progress=False)
+    result = run_nightly(settings, tiny_recipes(pipeline=["sft", "reward", "rl"], gate={"margin": 1.0}),
+                         progress=False)
 
     run = result.run
     assert result.status == "rejected" and run.window["settled"] >= 3, run.window
-    assert list(run.stages) == ["sft", "sft-without-settled"]
+    # Only the SFT data differs: the retry keeps the first reward model (one judge for both candidates).
+    assert list(run.stages) == ["sft", "reward", "rl", "sft-without-settled", "rl-without-settled"]
     assert [t["data"] for t in run.metrics["pull_back"]] == ["all", "without settled"]
-    assert [v.name for v in Registry(settings.data_dir).versions()] == ["kaizen-0001", "kaizen-0002"]
+    assert [v.name for v in Registry(settings.data_dir).versions(kind="policy")] == ["kaizen-0001", "kaizen-0002"]
     folder = Registry(settings.data_dir).run_dir(run)
     assert (folder / "sft").is_dir() and (folder / "without-settled" / "sft").is_dir()
     # "keep": one candidate, trained on everything.

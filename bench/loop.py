@@ -48,6 +48,7 @@ TOPICS = ["the VPN", "expense reports", "the wiki", "code review", "on-call", "t
 FORMS = ["How do I deal with {}?", "What should I know about {}?", "How do I get started with {}?",
          "Explain {} to me.", "Any tips for {}?"]
 _SENTENCE = re.compile(r"(?<=[.!?])\s+")
+_MARKER = re.compile(r"^\s*(?:\d+[.)]|[-*•])\s+")
 _STARTS_NUMBERED = re.compile(r"^\s*1[.)]\s+\S.*\n\s*2[.)]\s+\S", re.DOTALL)
 
 
@@ -58,9 +59,16 @@ def questions() -> list[str]:
 
 
 def _sentences(answer: str, n: int) -> list[str]:
-    flat = " ".join(line.strip(" -*#") for line in answer.splitlines() if line.strip())
-    parts = [s.strip() for s in _SENTENCE.split(flat) if len(s.strip()) > 3]
-    return parts[:n] or [flat.strip() or "Ask a colleague who knows it."]
+    """The answer's first `n` sentences as a person rewriting it would keep them: list markers and bold dropped, and
+    a line that only leads into a list ("Here's how:") left out. Why: joining lines as they were turned "Here's how:
+    / 1. Open ..." into the sentence "Here's how: 1.", and corrections full of "...: 1." taught the numbered nights to
+    answer "1. The answer is 1." to counting questions (2026-12-06)."""
+    parts: list[str] = []
+    for line in answer.splitlines():
+        line = _MARKER.sub("", line).replace("**", "").strip(" #")
+        parts += [s.strip() for s in _SENTENCE.split(line)
+                  if len(s.strip().split()) > 1 and not s.strip().endswith(":")]
+    return parts[:n] or ["Ask a colleague who knows it."]
 
 
 @dataclass(frozen=True)

@@ -15,154 +15,30 @@ Serving changes in exactly one place (the atomic write of current.json), after e
 
 from __future__ import annotations
 
-import dataclasses
 import fcntl
 import logging
 import os
-import tomllib
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from training.common import RecipeError, load_recipe
-from training.dpo import DPORecipe
-from training.gate import GateConfig
-from training.kto import KTORecipe
-from training.pullback import group_alphas
+from training.common import RecipeError
+from training.config import NightlyConfig, Recipes, parse_sets, plan_stages
 from training.registry import Registry, Run
-from training.reward import RewardRecipe
-from training.rl import RLRecipe
-from training.sft import SFTRecipe
 
 if TYPE_CHECKING:
     from core.config import Settings
 
-__all__ = ["NightlyBusy", "NightlyConfig", "NightlyResult", "Recipes", "nightly_lock", "parse_sets", "run_nightly"]
+# NightlyConfig, Recipes, parse_sets and plan_stages live in training/config.py; named here for the job's callers.
+__all__ = ["NightlyBusy", "NightlyConfig", "NightlyResult", "Recipes", "nightly_lock", "parse_sets", "plan_stages",
+           "run_nightly"]
 
 logger = logging.getLogger(__name__)
 
-STAGES = ("sft", "reward", "rl", "dpo", "kto")
 EXIT_CODES = {"promoted": 0, "canary": 0, "rejected": 0, "skipped": 0, "trained": 0, "failed": 1, "locked": 75}
-
-
-@dataclass
-class NightlyConfig:
-    # "auto" = sft, then reward + rl with enough pairs, else kto; or an explicit list such as ["sft", "dpo"].
-    pipeline: str | list[str] = "auto"
-    # New examples a stage needs before it runs (fewer: the stage is left out, none left: the night is skipped).
-    min_sft: int = 8
-    min_pairs: int = 8
-    min_kto: int = 8
-    # Who may talk to the trained model ("public": answers drawn from restricted sources are left out).
-    audience: str = "public"
-    scrub: bool = True  # e-mails, phone numbers, mentions replaced before training
-    eval_fraction: float = 0.2  # share of prompts held out for the gate
-    curated_sft: str = ""  # optional JSONL of hand-written examples added to every SFT stage
-    # Against forgetting: up to this many of the serving policy's own good answers to general prompts are added to
-    # the SFT data (see `training.replay`); 0 = off. `replay_file` "" = the packaged training/recipes/replay.jsonl.
-    replay: int = 48
-    replay_file: str = ""
-    replay_max_new_tokens: int = 96
-    # A person's correction ("origin": "correction" in the SFT export) is this many SFT rows: the best data there is.
-    correction_repeats: int = 1
-    # A liked answer whose prompt got no disliked answer is "settled": serving already does what people want there.
-    # "keep": SFT trains on it; "skip": it is left out; "retry": kept, and if the gate rejects that candidate at every
-    # pull-back alpha, a second candidate is trained without the settled answers and judged the same way. Either
-    # needs something besides settled answers: with only those, SFT trains on them.
-    settled: str = "retry"
-    # A candidate the gate rejects for a lost must-still-answer fact is tried again at these weights between serving
-    # (0) and it (1), in order (training/pullback.py: WiSE-FT); an entry is one alpha or one per module group,
-    # {"attention": a, "mlp": m}; [] = off.
-    pull_back: list[float | dict[str, float]] = field(default_factory=lambda: [
-        {"attention": 0.0, "mlp": 1.0}, 0.7, {"attention": 0.0, "mlp": 0.7}, 0.5, 0.3, 0.15])
-    max_attempts: int = 3  # a run that keeps failing is abandoned after this many tries
-    # "inprocess": every stage runs in this process (CPU or one GPU). "accelerate": each stage is started with
-    # `accelerate launch` (several GPUs), configured by `accelerate_config` (e.g. deploy/accelerate.yaml).
-    launcher: str = "inprocess"
-    accelerate_config: str = ""
-    gate: GateConfig = field(default_factory=GateConfig)
-
-    def check(self) -> None:
-        if isinstance(self.pipeline, list):
-            unknown = [s for s in self.pipeline if s not in STAGES]
-            if unknown or not self.pipeline:
-                raise RecipeError(f"pipeline: unknown stage(s) {unknown}; valid: {', '.join(STAGES)} or 'auto'")
-        elif self.pipeline != "auto":
-            raise RecipeError(f"pipeline must be 'auto' or a list of stages, got {self.pipeline!r}")
-        if not 0 <= self.eval_fraction < 1:
-            raise RecipeError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
-        if self.launcher not in ("inprocess", "accelerate"):
-            raise RecipeError(f"launcher must be 'inprocess' or 'accelerate', got {self.launcher!r}")
-        if self.settled not in ("keep", "skip", "retry"):
-            raise RecipeError(f"settled must be 'keep', 'skip' or 'retry', got {self.settled!r}")
-        if self.replay < 0 or self.replay_max_new_tokens < 1:
-            raise RecipeError("replay must be >= 0 and replay_max_new_tokens >= 1")
-        for alpha in self.pull_back:
-            try:
-                weights = group_alphas(alpha)
-            except (ValueError, TypeError) as e:
-                raise RecipeError(f"pull_back: {e}") from None
-            if min(weights.values()) == 1:
-                raise RecipeError(f"pull_back: {alpha} is the candidate itself; each entry needs an alpha below 1")
-        if self.correction_repeats < 1:
-            raise RecipeError(f"correction_repeats must be at least 1, got {self.correction_repeats}")
-        if min(self.min_sft, self.min_pairs, self.min_kto) < 1 or self.max_attempts < 1:
-            raise RecipeError("min_sft, min_pairs, min_kto and max_attempts must be at least 1")
-        self.gate.check()
-
-
-@dataclass
-class Recipes:
-    nightly: NightlyConfig
-    sft: SFTRecipe
-    reward: RewardRecipe
-    rl: RLRecipe
-    dpo: DPORecipe
-    kto: KTORecipe
-
-    @classmethod
-    def load(cls, folder: Path | str | None = None, overrides: dict[str, dict[str, Any]] | None = None) -> Recipes:
-        """Each recipe from `folder/<stage>.toml` if there, else the packaged one; then `overrides[stage]`."""
-        overrides = overrides or {}
-        unknown = set(overrides) - {f.name for f in dataclasses.fields(cls)}
-        if unknown:
-            raise RecipeError(f"unknown recipe(s) {', '.join(sorted(unknown))}; valid: nightly, {', '.join(STAGES)}")
-        types = {"nightly": NightlyConfig, "sft": SFTRecipe, "reward": RewardRecipe, "rl": RLRecipe,
-                 "dpo": DPORecipe, "kto": KTORecipe}
-        if folder is not None and not Path(folder).is_dir():
-            raise RecipeError(f"recipes folder not found: {folder}; give a folder holding <stage>.toml files "
-                              f"({', '.join(types)}) or leave --recipes out to use the packaged recipes")
-        loaded = {}
-        for name in types:
-            own = Path(folder) / f"{name}.toml" if folder else None
-            path = own if own is not None and own.is_file() else None
-            loaded[name] = load_recipe(types[name], path, overrides.get(name), stage=name)
-        return cls(**loaded)
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-
-def parse_sets(items: list[str]) -> dict[str, dict[str, Any]]:
-    """`stage.key=value` (value in TOML syntax, else a string) -> {"stage": {"key": value}}."""
-    out: dict[str, dict[str, Any]] = {}
-    for item in items:
-        key, sep, raw = item.partition("=")
-        parts = key.strip().split(".")
-        if not sep or len(parts) < 2:
-            raise RecipeError(f"--set {item!r}: expected stage.key=value, e.g. sft.max_steps=10")
-        try:
-            value = tomllib.loads(f"v = {raw.strip()}")["v"]
-        except tomllib.TOMLDecodeError:
-            value = raw.strip()
-        node = out.setdefault(parts[0], {})
-        for part in parts[1:-1]:
-            node = node.setdefault(part, {})
-        node[parts[-1]] = value
-    return out
 
 
 @dataclass
@@ -197,30 +73,6 @@ def nightly_lock(data_dir: Path | str) -> Iterator[None]:
         yield
     finally:
         os.close(fd)  # closing the descriptor releases the lock
-
-
-def plan_stages(cfg: NightlyConfig, counts: dict[str, int], *, have_reward: bool) -> tuple[list[str], list[str]]:
-    """(stages to run, why others were left out) from the example counts."""
-    enough = {"sft": counts["sft"] >= cfg.min_sft, "pairs": counts["pairs"] >= cfg.min_pairs,
-              "kto": counts["kto"] >= cfg.min_kto}
-    needs = {"sft": "sft", "reward": "pairs", "dpo": "pairs", "kto": "kto", "rl": "pairs"}
-    minimum = {"sft": cfg.min_sft, "pairs": cfg.min_pairs, "kto": cfg.min_kto}
-    stages, notes = [], []
-    if cfg.pipeline == "auto":
-        wanted = ["sft"] + (["reward", "rl"] if enough["pairs"] else ["kto"])
-        if not enough["pairs"]:
-            notes.append(f"reward + rl: {counts['pairs']} new pairs example(s), needs {cfg.min_pairs}")
-    else:
-        wanted = list(cfg.pipeline)
-    for stage in wanted:
-        data = needs[stage]
-        if stage == "rl" and "reward" not in stages and not have_reward:
-            notes.append("rl: no reward model (train one: add 'reward' before 'rl')")
-        elif not enough[data]:
-            notes.append(f"{stage}: {counts[data]} new {data} example(s), needs {minimum[data]}")
-        else:
-            stages.append(stage)
-    return stages, notes
 
 
 def run_nightly(settings: Settings, recipes: Recipes | None = None, *, progress: bool = True) -> NightlyResult:
@@ -315,8 +167,9 @@ def _night(settings: Settings, recipes: Recipes, *, progress: bool) -> NightlyRe
 def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry, run: Run,
                         data: dict[str, list[dict[str, Any]]], base: str, *, progress: bool) -> NightlyResult:
     from feedback.preferences import write_jsonl
-    from training import dpo, gate, kto, pullback, reward, rl, sft
+    from training import gate, pullback
     from training.data import holdout_split, prompts_from, read_jsonl
+    from training.stages import run_stage
 
     cfg = recipes.nightly
     counts = {k: len(v) for k, v in data.items()}
@@ -364,26 +217,8 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
             rows = {"sft": sft_rows, "reward": train["pairs"], "dpo": train["pairs"],
                     "kto": train["kto"], "rl": prompts_from(train["pairs"], train["sft"], train["kto"])}[stage]
             init = None if stage == "reward" else policy
-            recipe = getattr(recipes, stage)
-            if cfg.launcher == "accelerate":
-                result = _launch(stage, recipe, cfg, base=base, rows=rows, out=out, init=init,
-                                 reward_path=reward_path)
-            else:
-                match stage:
-                    case "sft":
-                        result = sft.run(recipe, base_model=base, train=rows, out_dir=out, init_adapter=init,
-                                         progress=progress)
-                    case "reward":
-                        result = reward.run(recipe, base_model=base, train=rows, out_dir=out, progress=progress)
-                    case "rl":
-                        result = rl.run(recipe, base_model=base, prompts=rows, reward_adapter=reward_path,
-                                        out_dir=out, init_adapter=init, progress=progress)
-                    case "dpo":
-                        result = dpo.run(recipe, base_model=base, train=rows, out_dir=out, init_adapter=init,
-                                         progress=progress)
-                    case "kto":
-                        result = kto.run(recipe, base_model=base, train=rows, out_dir=out, init_adapter=init,
-                                         progress=progress)
+            result = run_stage(stage, getattr(recipes, stage), cfg, base=base, rows=rows, out=out, init=init,
+                               reward_path=reward_path, progress=progress)
             if stage == "reward":
                 reward_path = result.adapter
             else:
@@ -462,37 +297,6 @@ def _replay(settings: Settings, cfg: NightlyConfig, registry: Registry, run: Run
                        file=cfg.replay_file, max_new_tokens=cfg.replay_max_new_tokens, batch_size=cfg.gate.batch_size)
     write_jsonl(rows, path)
     return rows
-
-
-def _launch(stage: str, recipe: Any, cfg: NightlyConfig, *, base: str, rows: list[dict[str, Any]], out: Path,
-            init: Path | None, reward_path: Path | None):
-    """Run one stage script under `accelerate launch` (one process per GPU) and read back its result."""
-    import json
-    import subprocess
-    import sys
-
-    from feedback.preferences import write_jsonl
-    from training.common import completed_stage, recipe_dict
-
-    if (done := completed_stage(out)) is not None:
-        return done
-    # The stage script reads its data and recipe from files: both are written next to its checkpoints.
-    out.mkdir(parents=True, exist_ok=True)
-    write_jsonl(rows, out / "train.jsonl")
-    (out / "recipe.toml").write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in recipe_dict(recipe).items()),
-                                     encoding="utf-8")
-    cmd = [sys.executable, "-m", "accelerate.commands.launch"]
-    cmd += ["--config_file", cfg.accelerate_config] if cfg.accelerate_config else []
-    cmd += ["-m", f"training.{stage}", "--base", base, "--data", str(out / "train.jsonl"), "--out", str(out),
-            "--recipe", str(out / "recipe.toml")]
-    cmd += ["--init-adapter", str(init)] if init is not None else []
-    cmd += ["--reward", str(reward_path)] if stage == "rl" else []
-    logger.warning("%s: %s", stage, " ".join(cmd))
-    subprocess.run(cmd, check=True)
-    done = completed_stage(out)
-    if done is None:
-        raise RuntimeError(f"{stage}: `accelerate launch` finished but left no adapter in {out}")
-    return done
 
 
 def _current_name(registry: Registry) -> str | None:

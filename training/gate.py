@@ -65,8 +65,9 @@ class GateConfig:
     max_examples: int = 32
     batch_size: int = 8
     # A must-still-answer answer that no longer states its fact vetoes, unless it parts from serving's answer only at
-    # the fact and the candidate finds the fact there at most this many nats less likely than serving does (summed
-    # over the fact's tokens): 0.69 = ln 2, half as likely. Negative: every such answer vetoes.
+    # the fact and the candidate finds the fact there at most this many nats less likely than serving, or the base
+    # model if it found it likelier, does (summed over the fact's tokens): 0.69 = ln 2, half as likely. Negative:
+    # every such answer vetoes.
     max_fact_drop: float = 0.69
 
     def check(self) -> None:
@@ -170,9 +171,10 @@ def decide(config: GateConfig, m: dict[str, Any]) -> tuple[bool, str]:
 
 
 class _Policies:
-    """The base model with the candidate and (if any) the serving adapter loaded side by side. With a `memo` dict,
-    what the serving policy answered and scored is kept in it, so judging several candidates against the same
-    serving policy (the nightly job's pull-back) computes serving's side once."""
+    """The base model with the candidate and (if any) the serving adapter loaded side by side ("candidate", "serving",
+    "base" name them). With a `memo` dict, what the serving policy and the base model answered and scored is kept in
+    it, so judging several candidates against the same serving policy (the nightly job's pull-back) computes their
+    side once."""
 
     def __init__(self, base_model: str, candidate: Path | None, serving: Path | None, batch_size: int,
                  memo: dict | None = None) -> None:
@@ -201,8 +203,8 @@ class _Policies:
     def use(self, which: str):
         if not hasattr(self.model, "disable_adapter"):
             yield
-        elif which == "serving" and not self.has_serving:
-            with self.model.disable_adapter():  # nothing promoted yet: the base model serves
+        elif which == "base" or (which == "serving" and not self.has_serving):
+            with self.model.disable_adapter():  # the base model (nothing promoted yet: it serves)
                 yield
         else:
             self.model.set_adapter(which)
@@ -212,11 +214,11 @@ class _Policies:
         return [text for text, _ in self.generate_ended(which, prompts, max_new_tokens)]
 
     def _memoised(self, which: str, key: tuple, compute):
-        if which != "serving" or self.memo is None:
+        if which == "candidate" or self.memo is None:
             return compute()
-        if key not in self.memo:
-            self.memo[key] = compute()
-        return self.memo[key]
+        if (which, *key) not in self.memo:
+            self.memo[(which, *key)] = compute()
+        return self.memo[(which, *key)]
 
     def generate_ended(self, which: str, prompts: list[list[dict[str, str]]], max_new_tokens: int
                        ) -> list[tuple[str, bool]]:
@@ -249,12 +251,25 @@ class _Policies:
         return self._memoised(which, ("logp", json.dumps(prompt), answer), lambda: self._logp(which, prompt, answer))
 
     def fact_logp(self, which: str, prompt: list[dict[str, str]], answer: str, span: tuple[int, int]) -> float:
-        """Summed log-probability (nats) of answer[start:end], the whitespace before it included, after the prompt
-        and answer[:start]: how likely the policy finds the fact where the answer states it."""
-        key = ("fact", json.dumps(prompt), answer, span)
-        return self._memoised(which, key, lambda: self._fact_logp(which, prompt, answer, span))
+        """Log-probability (nats) of answer[start:end], the whitespace before it included, after the prompt and
+        answer[:start], in any of its casings (as written, lower, Capitalized, Title: their probabilities summed, as
+        a fact is matched case-insensitively): how likely the policy finds the fact where the answer states it. Why
+        the casings: after night 2 of bench/loop.py (2026-12-06) the model found " blue whale" as likely as the base
+        model did (-1.64 vs -1.65 nats) and " Blue Whale", the base model's spelling, 1.2 nats less likely."""
+        import math
+
+        start, end = span
+        fact = answer[start:end]
+        spellings = (fact, fact.lower(), fact.capitalize(), fact.title())
+        variants = dict.fromkeys(v for v in spellings if len(v) == len(fact))  # a casing that keeps the offsets
+        scores = [self._memoised(which, ("fact", json.dumps(prompt), answer[:start] + v, (start, end)),
+                                 lambda v=v: self._fact_logp(which, prompt, answer[:start] + v, (start, end)))
+                  for v in variants]
+        top = max(scores)
+        return top + math.log(sum(math.exp(x - top) for x in scores))
 
     def _fact_logp(self, which: str, prompt: list[dict[str, str]], answer: str, span: tuple[int, int]) -> float:
+        """Summed log-probability of answer[start:end] (one spelling) after the prompt and answer[:start]."""
         import torch
 
         tok = self.tokenizer
@@ -374,9 +389,14 @@ def evaluate(
         measured: dict[str, float] = {}  # question -> nats, for the answers kept with the run
 
         def drop(i: int, span: tuple[int, int]) -> float:
+            # Measured from the likelier of serving and the base model: the allowance is for the whole way from the
+            # base model, so nights that each lower a knife-edge fact a little cannot add up to a lost one (bench/
+            # loop.py 2026-12-06: night 1 lowered "blue whale" ~1 nat, night 2 another 0.19, 1.21 from the base).
             said = answers["serving"][i][0]
-            nats = (policies.fact_logp("serving", questions[i], said, span)
-                    - policies.fact_logp("candidate", questions[i], said, span))
+            had = policies.fact_logp("serving", questions[i], said, span)
+            if policies.has_serving:
+                had = max(had, policies.fact_logp("base", questions[i], said, span))
+            nats = had - policies.fact_logp("candidate", questions[i], said, span)
             measured[regression[i]["question"]] = round(nats, 3)
             return nats
 
@@ -401,7 +421,8 @@ def facts_lost(regression: list[dict[str, Any]], serving: list[str], candidate: 
     """The must-still-answer questions whose fact the candidate lost, and those whose answer only changed.
 
     `serving`, `candidate`: each policy's answer per question; `drop(i, span)`: how many nats less likely the
-    candidate finds question i's fact at `span` of serving's answer than serving does (called only when needed).
+    candidate finds question i's fact at `span` of serving's answer than serving does, or the base model if it found
+    the fact likelier there (`evaluate`; called only when needed).
     A fact serving states and the candidate does not is lost, unless the two answers part only at the fact (word for
     word the same before it) and the candidate finds the fact there at most `max_fact_drop` nats less likely: a
     knife-edge that flipped, returned as changed ({"question", "drop"}). Negative `max_fact_drop`: every one is lost.

@@ -13,6 +13,7 @@ from training.gate import GateConfig, answers_fact, decide, facts_lost, wilson
 
 DOG = {"question": "How many legs does a dog have?", "expect": ["4", "four"]}
 FRANCE = {"question": "What is the capital of France?", "expect": ["Paris"]}
+MAMMAL = {"question": "What is the largest mammal?", "expect": ["blue whale", "whale"]}
 
 
 @pytest.mark.parametrize(("answer", "row", "expected"), [
@@ -144,3 +145,66 @@ def test_serving_is_judged_once_across_candidates(default_model_path, tmp_path, 
     assert sorted(computed) == ["candidate"] * 6 + ["serving"] * 3  # serving's side came from the memo
     seen = (plain.promote, plain.reason, plain.metrics, plain.answers)
     assert all((r.promote, r.reason, r.metrics, r.answers) == seen for r in reports)
+
+
+def _say_hi_adapter(base: str, out) -> str:
+    rows = [{"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Say hi."},
+                          {"role": "assistant", "content": "Hi!"}]}] * 4
+    recipe = load_recipe(sft.SFTRecipe, stage="sft", overrides={
+        "lora_r": 4, "lora_alpha": 8, "learning_rate": 1e-3, "max_steps": 2, "batch_size": 4, "max_length": 64})
+    return sft.run(recipe, base_model=base, train=rows, out_dir=out, progress=False).adapter
+
+
+def test_a_fact_is_as_likely_as_all_its_casings_and_the_base_model_is_asked_by_name(default_model_path, tmp_path):
+    """A fact matches case-insensitively, so its likelihood is that of every casing together: the base model writes
+    " Blue Whale", a trained one " blue whale", and only their sum says whether the fact itself became less likely.
+    "base" is the base model with the adapters switched off, kept apart from serving's scores in the memo."""
+    import math
+
+    base = str(default_model_path)
+    q = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": MAMMAL["question"]}]
+    said = "The largest mammal is the Blue Whale."
+    span = gate.fact_span(MAMMAL, said)
+    assert said[slice(*span)] == "Blue Whale"
+    plain = gate._Policies(base, None, None, 4)
+    each = [plain._fact_logp("candidate", q, said.replace("Blue Whale", v), span)
+            for v in ("Blue Whale", "blue whale", "Blue whale")]
+    assert len(set(each)) == 3 and all(x < 0 for x in each)
+    together = plain.fact_logp("candidate", q, said, span)
+    assert together == pytest.approx(math.log(sum(math.exp(x) for x in each)), abs=1e-6)
+    assert together > max(each) + 0.01  # more than the likeliest spelling alone: the casings add up
+
+    adapter = _say_hi_adapter(base, tmp_path / "hi")
+    memo: dict = {}
+    both = gate._Policies(base, adapter, adapter, 4, memo)
+    assert both.fact_logp("base", q, said, span) == pytest.approx(together, abs=1e-4)
+    on_serving = both.fact_logp("serving", q, said, span)
+    assert on_serving != pytest.approx(together, abs=1e-6)  # the adapter is on for serving, off for base
+    assert both.fact_logp("base", q, said, span) == pytest.approx(together, abs=1e-4)  # memo: no mix-up
+
+
+def test_a_fact_may_not_drift_a_little_every_night_until_it_is_lost(default_model_path, tmp_path, monkeypatch):
+    """The allowance for a flipped knife-edge is measured from the likelier of serving and the base model: two
+    nights that each lower a fact half the allowance lose it together. Recorded answers and log-probabilities (the
+    shape of bench/loop.py's second numbered night, 2026-12-06), real gate and models around them."""
+    base = str(default_model_path)
+    adapter = _say_hi_adapter(base, tmp_path / "hi")
+    said = {"serving": "The largest mammal is the blue whale.", "candidate": "The largest mammal is the elephant."}
+    monkeypatch.setattr(gate._Policies, "_generate_ended",
+                        lambda self, which, prompts, n: [(said[which], True)] * len(prompts))
+
+    def judge(logps: dict[str, float]) -> gate.GateReport:
+        # One spelling is likely ("blue whale", where serving's answer has it), the other casings next to nothing.
+        monkeypatch.setattr(gate._Policies, "_fact_logp", lambda self, which, prompt, answer, span: (
+            logps[which] if answer.endswith("blue whale") else -30.0))
+        return gate.evaluate(GateConfig(), base_model=base, candidate=adapter, serving=adapter, regression=[MAMMAL],
+                             system_prompt=SYSTEM)
+
+    # Night 1 took the fact from -0.9 to -1.3 nats, tonight's candidate to -1.7: 0.4 from serving, 0.8 from the base.
+    drifted = judge({"base": -0.9, "serving": -1.3, "candidate": -1.7})
+    assert drifted.metrics["regression_lost"] == [MAMMAL["question"]] and drifted.promote is False
+    assert next(a for a in drifted.answers if a["policy"] == "candidate")["fact_drop"] == pytest.approx(0.8)
+    # The same step from a serving policy that found the fact likelier than the base model is a changed answer.
+    climbed = judge({"base": -1.5, "serving": -1.3, "candidate": -1.7})
+    assert climbed.metrics["regression_lost"] == []
+    assert climbed.metrics["regression_changed"] == [{"question": MAMMAL["question"], "drop": pytest.approx(0.4)}]

@@ -390,8 +390,8 @@ def evaluate(
 
         def drop(i: int, span: tuple[int, int]) -> float:
             # Measured from the likelier of serving and the base model: the allowance is for the whole way from the
-            # base model, so nights that each lower a knife-edge fact a little cannot add up to a lost one (bench/
-            # loop.py 2026-12-06: night 1 lowered "blue whale" ~1 nat, night 2 another 0.19, 1.21 from the base).
+            # base model, so nights that each lower a knife-edge fact a little (each within the allowance against the
+            # serving policy before it) cannot add up to a lost one.
             said = answers["serving"][i][0]
             had = policies.fact_logp("serving", questions[i], said, span)
             if policies.has_serving:

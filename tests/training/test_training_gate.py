@@ -114,6 +114,15 @@ def test_a_candidate_trained_to_forget_a_fact_is_rejected(default_model_path, tm
     assert m["regression_changed"] == []
 
 
+def _say_hi_adapter(base: str, out) -> str:
+    """A tiny real adapter (2 SFT steps on "Say hi." -> "Hi!"): enough to differ from the base model."""
+    rows = [{"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Say hi."},
+                          {"role": "assistant", "content": "Hi!"}]}] * 4
+    recipe = load_recipe(sft.SFTRecipe, stage="sft", overrides={
+        "lora_r": 4, "lora_alpha": 8, "learning_rate": 1e-3, "max_steps": 2, "batch_size": 4, "max_length": 64})
+    return sft.run(recipe, base_model=base, train=rows, out_dir=out, progress=False).adapter
+
+
 def test_serving_is_judged_once_across_candidates(default_model_path, tmp_path, monkeypatch):
     """The nightly job judges several pulled-back candidates against one serving policy: with a shared `memo`,
     serving's answers and scores are computed by the first evaluation only, and every report is the same as
@@ -121,11 +130,7 @@ def test_serving_is_judged_once_across_candidates(default_model_path, tmp_path, 
     from training_helpers import adapter_tensors
 
     base = str(default_model_path)
-    rows = [{"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Say hi."},
-                          {"role": "assistant", "content": "Hi!"}]}] * 4
-    recipe = load_recipe(sft.SFTRecipe, stage="sft", overrides={
-        "lora_r": 4, "lora_alpha": 8, "learning_rate": 1e-3, "max_steps": 2, "batch_size": 4, "max_length": 64})
-    candidate = sft.run(recipe, base_model=base, train=rows, out_dir=tmp_path / "c", progress=False).adapter
+    candidate = _say_hi_adapter(base, tmp_path / "c")
     assert any(t.any() for name, t in adapter_tensors(candidate).items() if "lora_B" in name)
     prompt = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Say hi."}]
     data = {"pairs": [{"prompt": prompt, "chosen": [{"role": "assistant", "content": "Hi!"}],
@@ -145,14 +150,6 @@ def test_serving_is_judged_once_across_candidates(default_model_path, tmp_path, 
     assert sorted(computed) == ["candidate"] * 6 + ["serving"] * 3  # serving's side came from the memo
     seen = (plain.promote, plain.reason, plain.metrics, plain.answers)
     assert all((r.promote, r.reason, r.metrics, r.answers) == seen for r in reports)
-
-
-def _say_hi_adapter(base: str, out) -> str:
-    rows = [{"messages": [{"role": "system", "content": SYSTEM}, {"role": "user", "content": "Say hi."},
-                          {"role": "assistant", "content": "Hi!"}]}] * 4
-    recipe = load_recipe(sft.SFTRecipe, stage="sft", overrides={
-        "lora_r": 4, "lora_alpha": 8, "learning_rate": 1e-3, "max_steps": 2, "batch_size": 4, "max_length": 64})
-    return sft.run(recipe, base_model=base, train=rows, out_dir=out, progress=False).adapter
 
 
 def test_a_fact_is_as_likely_as_all_its_casings_and_the_base_model_is_asked_by_name(default_model_path, tmp_path):

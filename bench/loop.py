@@ -1,6 +1,6 @@
 """The loop, end to end on the default SmolLM2-135M-Instruct on CPU: does a night of reactions make it better?
 
-    .venv/bin/python bench/loop.py [--quick] [--preferences numbered,helpdesk] [--per-night 40] [--held-out 60]
+    .venv/bin/python bench/loop.py [--quick] [--preferences numbered,helpdesk] [--per-night 50] [--held-out 60]
 
 For each preference, simulated users with a hidden, consistent preference ask new questions every night; each
 question gets an answer and "another answer" (as the buttons give them), both voted 👍/👎 by the preference, and a
@@ -171,7 +171,7 @@ def run_preference(pref: Preference, base: Path, work: Path, size: Size, pipelin
     # The packaged recipes (gate, must-still-answer set, replay), each stage capped at `steps` if given.
     cap = {"max_steps": size.steps} if size.steps else {}
     overrides = {"sft": cap, "dpo": cap, "kto": cap, "reward": cap, "rl": cap, "nightly": {
-        "pipeline": pipeline, "min_sft": 4, "min_pairs": 4, "min_kto": 4, "eval_fraction": 0.25,
+        "pipeline": pipeline, "min_sft": 4, "min_pairs": 4, "min_kto": 4,
         "gate": {"max_new_tokens": size.max_new_tokens}}}
     recipes = Recipes.load(overrides=merge_overrides(overrides, sets or {}))
     rows: list[dict] = []
@@ -259,7 +259,7 @@ def main() -> None:
     parser.add_argument("--keep", default="", help="work in this folder and keep it (runs, gate answers, databases)")
     args = parser.parse_args()
     size = Size(per_night=12, held_out=12, cycles=args.cycles, max_new_tokens=64, correct_share=0.5, steps=10) \
-        if args.quick else Size(per_night=40, held_out=60, cycles=args.cycles, max_new_tokens=96,
+        if args.quick else Size(per_night=50, held_out=60, cycles=args.cycles, max_new_tokens=96,
                                 correct_share=0.5, steps=None)
     size.per_night = args.per_night or size.per_night
     size.held_out = args.held_out or size.held_out

@@ -37,7 +37,10 @@ class NightlyConfig:
     # Who may talk to the trained model ("public": answers drawn from restricted sources are left out).
     audience: str = "public"
     scrub: bool = True  # e-mails, phone numbers, mentions replaced before training
-    eval_fraction: float = 0.2  # share of prompts held out for the gate
+    eval_fraction: float = 0.2  # share of prompts held out for the gate (stratified: see training.data.holdout_split)
+    # ... and more prompts with pairs, up to half of them, until this many pairs are held out: the gate's interval
+    # needs them (16 pairs: 12 moved passes at 95 %; 6 pairs: only 6 of 6 does).
+    min_held_out_pairs: int = 16
     curated_sft: str = ""  # optional JSONL of hand-written examples added to every SFT stage
     # Against forgetting: up to this many of the serving policy's own good answers to general prompts are added to
     # the SFT data (see `training.replay`); 0 = off. `replay_file` "" = the packaged training/recipes/replay.jsonl.
@@ -72,6 +75,8 @@ class NightlyConfig:
             raise RecipeError(f"pipeline must be 'auto' or a list of stages, got {self.pipeline!r}")
         if not 0 <= self.eval_fraction < 1:
             raise RecipeError(f"eval_fraction must be in [0, 1), got {self.eval_fraction}")
+        if self.min_held_out_pairs < 0:
+            raise RecipeError(f"min_held_out_pairs must be >= 0, got {self.min_held_out_pairs}")
         if self.launcher not in ("inprocess", "accelerate"):
             raise RecipeError(f"launcher must be 'inprocess' or 'accelerate', got {self.launcher!r}")
         if self.settled not in ("keep", "skip", "retry"):

@@ -177,7 +177,7 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
     stages, notes = plan_stages(cfg, counts, have_reward=old_reward is not None)
     run.window["stages"], run.window["left_out"] = stages, notes
     # Step 3: hold out prompts for the gate (the same prompts in every dataset); curated SFT rows always train.
-    train, held = holdout_split(data, cfg.eval_fraction)
+    train, held = holdout_split(data, cfg.eval_fraction, min_pairs=cfg.min_held_out_pairs)
     curated = read_jsonl(cfg.curated_sft) if cfg.curated_sft else []
     serving = registry.serving_adapter(base)
     serving_name = _current_name(registry)

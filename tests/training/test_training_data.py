@@ -80,6 +80,38 @@ def test_holdout_is_deterministic_and_the_same_prompts_in_every_dataset(datasets
     assert len(prompts_from(datasets["pairs"], datasets["sft"], datasets["kto"])) == 12
 
 
+def test_holdout_takes_its_share_of_the_prompts_with_pairs_and_enough_pairs_for_the_gate():
+    # A first night's shape (bench/loop.py, numbered): 40 prompts, every answer disliked, 15 corrected (each correction
+    # chosen over both answers: 2 pairs); the other 25 have labelled answers only.
+    data: dict[str, list] = {"sft": [], "pairs": [], "kto": []}
+
+    def prompt(i):
+        return [{"role": "user", "content": f"Question {i}?"}]
+
+    for i in range(40):
+        data["kto"] += [{"prompt": prompt(i), "completion": assistant(f"answer {i}{k}"), "label": False} for k in "ab"]
+        if i < 15:
+            data["sft"].append({"messages": prompt(i) + assistant(f"1. fixed {i}")})
+            data["pairs"] += [{"prompt": prompt(i), "chosen": assistant(f"1. fixed {i}"),
+                               "rejected": assistant(f"answer {i}{k}")} for k in "ab"]
+
+    def count(split):
+        return len(prompts_from(*split.values())), len({str(r["prompt"]) for r in split["pairs"]}), len(split["pairs"])
+
+    train, held = holdout_split(data, 0.25)
+    assert count(held) == (10, 4, 8)  # ceil(40 x 0.25) prompts; 15 x 0.25 -> 4 of them with pairs, whatever the draw
+    assert count(train) == (30, 11, 22)
+    train, held = holdout_split(data, 0.25, min_pairs=12)
+    assert count(held) == (12, 6, 12) and len(train["sft"]) == 9
+    # Never more than half of the prompts with pairs: training keeps the rest.
+    train, held = holdout_split(data, 0.25, min_pairs=100)
+    assert count(held) == (13, 7, 14) and count(train)[1] == 8
+    assert holdout_split(data, 0.25, min_pairs=100) == (train, held)
+    assert not {str(r["prompt"]) for r in held["kto"]} & {str(r["prompt"]) for r in train["kto"]}
+    # Pairs alone (the reward stage's split) split as before: the stratum is the whole.
+    assert count(holdout_split({"pairs": data["pairs"]}, 0.2)[1])[1] == 3
+
+
 def test_recipes_reject_unknown_keys_and_bad_values(tmp_path):
     with pytest.raises(RecipeError, match="unknown key.*lora_rank; valid: .*lora_r"):
         load_recipe(SFTRecipe, overrides={"lora_rank": 8}, stage="sft")

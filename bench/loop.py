@@ -209,7 +209,8 @@ def run_preference(pref: Preference, base: Path, work: Path, size: Size, pipelin
         print(f"  [{pref.name}] must-still-answer, what serves now vs the base model: "
               f"{final['regression_candidate']}/{final['regression_total']} stated (base "
               f"{final['regression_serving']}); lost: {'; '.join(final['regression_lost']) or 'none'}; "
-              f"changed at the fact only, the fact as likely as before: {changed or 'none'}", flush=True)
+              f"changed at the fact only, at most {recipes.nightly.gate.max_fact_drop:.2f} nats less likely: "
+              f"{changed or 'none'}", flush=True)
     return {"pref": pref, "rows": rows, "lost": lost, "promoted": sum(bool(r.get("promoted")) for r in rows)}
 
 

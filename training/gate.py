@@ -163,8 +163,8 @@ def decide(config: GateConfig, m: dict[str, Any]) -> tuple[bool, str]:
         why = f"{what} >= {need:.2f}" if key != "pref_shift" else what
         why += f" ({', '.join(too_few)}: too few to decide on)" if too_few else ""
         if changed := m.get("regression_changed"):
-            why += ("; must-still-answer answer(s) changed, the fact as likely as before: "
-                    + "; ".join(f"{c['question']} ({-c['drop']:+.2f} nats)" for c in changed))
+            why += (f"; must-still-answer answer(s) changed at the fact, at most {config.max_fact_drop:.2f} nats less "
+                    "likely than before: " + "; ".join(f"{c['question']} ({-c['drop']:+.2f} nats)" for c in changed))
         return True, why
     return False, ("nothing held out to judge on: the gate needs held-out prompts and a reward model, held-out "
                    "pairs, or held-out labelled answers")

@@ -198,7 +198,11 @@ def run_preference(pref: Preference, base: Path, work: Path, size: Size, pipelin
         row["decision"] = f"{result.status}: {result.reason}"
         row["promoted"] = result.status == "promoted"
         if "regression_total" in m:
-            row["kept"] = f"{m['regression_candidate']}/{m['regression_total']}"
+            # Kept by the gate's rule (what it judged last: the promoted candidate, or the last one tried); an answer
+            # that changed only at a fact still likely enough is kept but not stated.
+            kept, total = m["regression_total"] - len(m.get("regression_lost") or []), m["regression_total"]
+            stated = f" ({m['regression_candidate']} stated)" if m["regression_candidate"] != kept else ""
+            row["kept"] = f"{kept}/{total}{stated}"
         print(f"  [{pref.name}] night {cycle + 1}: {row['decision']} ({time.perf_counter() - t0:.0f}s)", flush=True)
     serving = current_adapter(state)
     final = must_still_answer(settings, recipes, serving[1]) if serving else None
@@ -230,10 +234,10 @@ def report(result: dict, size: Size) -> str:
     pref, rows = result["pref"], result["rows"]
     print(f"\n{pref.name} ({pref.kind}): {size.per_night} questions a night, {size.held_out} held out, "
           f"corrections on {size.correct_share:.0%} of disliked answers")
-    print(f"{'cycle':>5}  {'serving':<13} {'like rate [95% CI]':<20} {'kept':>5}  gate decision")
+    print(f"{'cycle':>5}  {'serving':<13} {'like rate [95% CI]':<20} {'kept':<17} gate decision")
     for r in rows:
         rate = f"{r['rate']:.2f} [{r['ci'][0]:.2f}, {r['ci'][1]:.2f}]"
-        print(f"{r['cycle']:>5}  {r['serving']:<13} {rate:<20} {r['kept'] or '-':>5}  {r['decision'] or '-'}")
+        print(f"{r['cycle']:>5}  {r['serving']:<13} {rate:<20} {r['kept'] or '-':<17} {r['decision'] or '-'}")
     before, after = rows[0]["rate"], rows[-1]["rate"]
     gain, promoted = (after - before) * 100, f"{result['promoted']}/{size.cycles}"
     return (f"loop: {pref.name} like rate {before:.2f} -> {after:.2f} ({gain:+.0f} points) after {size.cycles} "

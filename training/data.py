@@ -253,9 +253,10 @@ def holdout_split(datasets: dict[str, list[dict[str, Any]]], fraction: float, *,
     Stratified: prompts with a preference pair, prompts with only liked answers and the rest are each held out in
     `fraction` (largest remainder, `ceil(prompts x fraction)` in all), so the gate's share of the night's pairs does
     not hang on the draw. `min_pairs`: more prompts with pairs are held out until that many pairs are, but never more
-    than half of those prompts (training keeps the rest). Why: the gate's verdict is a 95 % interval on the held-out
-    pairs; bench/loop.py's numbered night 1 (2026-12-06, 40 prompts, 15 with pairs, 2 each) held out 10 prompts
-    but only 3 with pairs: 5 of 6 pairs moved (the sixth by -0.017 nats), 95 % interval 0.44-0.97, rejected."""
+    than half of those prompts (training keeps the rest), and none when `fraction` holds out nothing. Why: the gate's
+    verdict is a 95 % interval on the held-out pairs; bench/loop.py's numbered night 1 (2026-12-06, 40 prompts, 15
+    with pairs, 2 each) held out 10 prompts but only 3 with pairs: 5 of 6 pairs moved (the sixth by -0.017 nats),
+    95 % interval 0.44-0.97, rejected."""
     keys = {prompt_key(prompt_of(r)) for rows in datasets.values() for r in rows}
     n = math.ceil(len(keys) * fraction) if fraction > 0 and len(keys) >= 2 else 0
     pairs_per = Counter(prompt_key(prompt_of(r)) for r in datasets.get("pairs", []))
@@ -268,7 +269,7 @@ def holdout_split(datasets: dict[str, list[dict[str, Any]]], fraction: float, *,
     take = [math.floor(q) for q in quotas]
     for i in sorted(range(3), key=lambda i: -(quotas[i] - take[i]))[:n - sum(take)]:  # largest remainder
         take[i] += 1
-    while take[0] < len(strata[0]) // 2 and sum(pairs_per[k] for k in strata[0][:take[0]]) < min_pairs:
+    while n and take[0] < len(strata[0]) // 2 and sum(pairs_per[k] for k in strata[0][:take[0]]) < min_pairs:
         take[0] += 1
     held_keys = {k for s, t in zip(strata, take, strict=True) for k in s[:t]}
     train = {kind: [r for r in rows if prompt_key(prompt_of(r)) not in held_keys] for kind, rows in datasets.items()}

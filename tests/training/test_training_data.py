@@ -107,6 +107,7 @@ def test_holdout_takes_its_share_of_the_prompts_with_pairs_and_enough_pairs_for_
     train, held = holdout_split(data, 0.25, min_pairs=100)
     assert count(held) == (13, 7, 14) and count(train)[1] == 8
     assert holdout_split(data, 0.25, min_pairs=100) == (train, held)
+    assert holdout_split(data, 0, min_pairs=12)[1] == {"sft": [], "pairs": [], "kto": []}  # nothing held out asked
     assert not {str(r["prompt"]) for r in held["kto"]} & {str(r["prompt"]) for r in train["kto"]}
     # Pairs alone (the reward stage's split) split as before: the stratum is the whole.
     assert count(holdout_split({"pairs": data["pairs"]}, 0.2)[1])[1] == 3

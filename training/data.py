@@ -257,10 +257,11 @@ def holdout_split(datasets: dict[str, list[dict[str, Any]]], fraction: float, *,
     verdict is a 95 % interval on the held-out pairs; bench/loop.py's numbered night 1 (2026-12-06, 40 prompts, 15
     with pairs, 2 each) held out 10 prompts but only 3 with pairs: 5 of 6 pairs moved (the sixth by -0.017 nats),
     95 % interval 0.44-0.97, rejected."""
-    keys = {prompt_key(prompt_of(r)) for rows in datasets.values() for r in rows}
+    keyed = {kind: [(prompt_key(prompt_of(r)), r) for r in rows] for kind, rows in datasets.items()}
+    keys = {k for rows in keyed.values() for k, _ in rows}
     n = math.ceil(len(keys) * fraction) if fraction > 0 and len(keys) >= 2 else 0
-    pairs_per = Counter(prompt_key(prompt_of(r)) for r in datasets.get("pairs", []))
-    liked = {prompt_key(prompt_of(r)) for r in datasets.get("sft", [])} - set(pairs_per)
+    pairs_per = Counter(k for k, _ in keyed.get("pairs", []))
+    liked = {k for k, _ in keyed.get("sft", [])} - set(pairs_per)
     # Ordering by hash is a fixed pseudo-random shuffle: the same data always splits the same way.
     order = sorted(keys, key=lambda k: hashlib.sha256(("holdout" + k).encode()).hexdigest())
     strata = [[k for k in order if k in pairs_per], [k for k in order if k in liked],
@@ -272,6 +273,6 @@ def holdout_split(datasets: dict[str, list[dict[str, Any]]], fraction: float, *,
     while n and take[0] < len(strata[0]) // 2 and sum(pairs_per[k] for k in strata[0][:take[0]]) < min_pairs:
         take[0] += 1
     held_keys = {k for s, t in zip(strata, take, strict=True) for k in s[:t]}
-    train = {kind: [r for r in rows if prompt_key(prompt_of(r)) not in held_keys] for kind, rows in datasets.items()}
-    held = {kind: [r for r in rows if prompt_key(prompt_of(r)) in held_keys] for kind, rows in datasets.items()}
+    train = {kind: [r for k, r in rows if k not in held_keys] for kind, rows in keyed.items()}
+    held = {kind: [r for k, r in rows if k in held_keys] for kind, rows in keyed.items()}
     return train, held

@@ -256,8 +256,6 @@ class _Policies:
         a fact is matched case-insensitively): how likely the policy finds the fact where the answer states it. Why
         the casings: after night 2 of bench/loop.py (2026-12-06) the model found " blue whale" as likely as the base
         model did (-1.64 vs -1.65 nats) and " Blue Whale", the base model's spelling, 1.2 nats less likely."""
-        import math
-
         start, end = span
         fact = answer[start:end]
         spellings = (fact, fact.lower(), fact.capitalize(), fact.title())

@@ -85,14 +85,14 @@ def test_holdout_takes_its_share_of_the_prompts_with_pairs_and_enough_pairs_for_
     # chosen over both answers: 2 pairs); the other 25 have labelled answers only.
     data: dict[str, list] = {"sft": [], "pairs": [], "kto": []}
 
-    def prompt(i):
+    def ask(i):
         return [{"role": "user", "content": f"Question {i}?"}]
 
     for i in range(40):
-        data["kto"] += [{"prompt": prompt(i), "completion": assistant(f"answer {i}{k}"), "label": False} for k in "ab"]
+        data["kto"] += [{"prompt": ask(i), "completion": assistant(f"answer {i}{k}"), "label": False} for k in "ab"]
         if i < 15:
-            data["sft"].append({"messages": prompt(i) + assistant(f"1. fixed {i}")})
-            data["pairs"] += [{"prompt": prompt(i), "chosen": assistant(f"1. fixed {i}"),
+            data["sft"].append({"messages": ask(i) + assistant(f"1. fixed {i}")})
+            data["pairs"] += [{"prompt": ask(i), "chosen": assistant(f"1. fixed {i}"),
                                "rejected": assistant(f"answer {i}{k}")} for k in "ab"]
 
     def count(split):
@@ -111,6 +111,15 @@ def test_holdout_takes_its_share_of_the_prompts_with_pairs_and_enough_pairs_for_
     assert not {str(r["prompt"]) for r in held["kto"]} & {str(r["prompt"]) for r in train["kto"]}
     # Pairs alone (the reward stage's split) split as before: the stratum is the whole.
     assert count(holdout_split({"pairs": data["pairs"]}, 0.2)[1])[1] == 3
+    # Each kind of prompt gives its share: with 5 more prompts that have liked answers only (settled), 45 in all.
+    data["sft"] += [{"messages": ask(i) + assistant(f"liked {i}")} for i in range(40, 45)]
+    liked_only = {str(ask(i)) for i in range(40, 45)}
+    for fraction, shares in ((0.2, (3, 1, 5)), (0.4, (6, 2, 10)), (0.6, (9, 3, 15))):
+        held = holdout_split(data, fraction)[1]
+        with_pairs = {str(r["prompt"]) for r in held["pairs"]}
+        liked = {str(r["messages"][:-1]) for r in held["sft"]} & liked_only
+        rest = {str(r["prompt"]) for r in held["kto"]} - with_pairs
+        assert (len(with_pairs), len(liked), len(rest)) == shares
 
 
 def test_recipes_reject_unknown_keys_and_bad_values(tmp_path):

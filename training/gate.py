@@ -13,9 +13,10 @@ more or one fewer win moves the share by 0.12), so the decision uses the interva
 `decide` is the rule: no must-still-answer question the serving model answers may be lost, and the lower end of
 the primary metric's interval (win rate, else preference shift, else KTO agreement) must be above 0.5 + `margin`
 (the candidate is better than serving beyond what chance on this few examples gives); preference accuracy may not
-fall by more than `max_pref_drop`. A must-still-answer answer counts when it states an expected fact as a word
-(list numbers "4." do not count as "4"); one cut off by the token limit before stating it is generated again with
-four times the room, so a long-winded candidate is not taken for a forgetful one.
+fall by more than `max_pref_drop` beyond chance (McNemar's exact test on the pairs that flipped). A
+must-still-answer answer counts when it states an expected fact as a word (list numbers "4." do not count as
+"4"); one cut off by the token limit before stating it is generated again with four times the room, so a
+long-winded candidate is not taken for a forgetful one.
 
 A greedy answer that no longer states a fact is not yet a forgotten fact: the 135M model holds some facts on a
 knife-edge, and any update flips those. "What is the largest mammal?" after "The largest mammal is the": base
@@ -42,8 +43,8 @@ from typing import Any
 
 from training.common import RECIPES_DIR, RecipeError
 
-__all__ = ["GateConfig", "GateReport", "answers_fact", "decide", "evaluate", "fact_span", "facts_lost",
-           "load_regression", "wilson"]
+__all__ = ["GateConfig", "GateReport", "accuracy_fell", "answers_fact", "decide", "evaluate", "fact_span",
+           "facts_lost", "load_regression", "primary", "wilson"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +56,7 @@ class GateConfig:
     # How much better the candidate must be: the lower end of the primary metric's interval > 0.5 + margin.
     margin: float = 0.0
     confidence: float = 0.95  # of the intervals reported and used in the decision
-    # Preference accuracy may drop by at most this much when the win rate decides.
+    # Preference accuracy may drop by at most this much, or by more within chance (McNemar, at `confidence`).
     max_pref_drop: float = 0.05
     regression_file: str = ""  # "" = the packaged training/recipes/regression.jsonl
     max_new_tokens: int = 64
@@ -128,6 +129,47 @@ _PRIMARY = (
 )
 
 
+def primary(config: GateConfig, m: dict[str, Any]) -> tuple[str, str, str, list[str]] | None:
+    """The metric that decides, as (key, count key, reason label, metrics skipped for too few examples), or None when
+    nothing was measured. One measured on so few examples that even a perfect score's interval would reach the bar
+    (1-3 pairs at margin 0, 95 %) cannot decide anything: the next one does (e.g. a second night, where nearly every
+    answer is liked and a held-out prompt rarely has a disliked answer to pair with, judged by its 20 labelled
+    answers, not 1 pair)."""
+    need = 0.5 + config.margin
+    measured = [(key, count, label) for key, count, label in _PRIMARY if m.get(key) is not None]
+    too_few: list[str] = []
+    for i, (key, count, label) in enumerate(measured):
+        n = int(m.get(count) or 0)
+        # (need >= 1: no metric can pass at all, so the first one says why.)
+        if n and wilson(n, n, config.confidence)[0] <= need < 1 and i + 1 < len(measured):
+            too_few.append(f"{n} held-out {count}")
+            continue
+        return key, count, label, too_few
+    return None
+
+
+def accuracy_fell(config: GateConfig, m: dict[str, Any]) -> str:
+    """Why the candidate's preference accuracy counts as fallen ("" when it does not). It falls when it is more than
+    `max_pref_drop` below serving's and, where the flips are known, more held-out pairs went from ranked right to
+    ranked wrong than chance explains: McNemar's exact test (one-sided binomial test on the pairs that flipped, at
+    1 - `confidence`). Why: on a night's 15 pairs one flip is 0.067, over the 0.05 allowance; a help-desk second
+    night (bench/loop.py, 2026-12-06) whose candidate kept every fact and moved 13 of 15 pairs toward the liked answer
+    (95 % 0.62-0.96) was refused for that one pair (accuracy 1.00 -> 0.93). Five flips and none back do count
+    (p 0.03)."""
+    pref_c, pref_s = m.get("pref_acc_candidate"), m.get("pref_acc_serving")
+    if pref_c is None or pref_s is None or pref_c >= pref_s - config.max_pref_drop:
+        return ""
+    fell = f"preference accuracy fell from {pref_s:.2f} to {pref_c:.2f}"
+    wrong, right = m.get("pref_now_wrong"), m.get("pref_now_right")
+    if wrong is None or right is None:
+        return fell
+    from scipy.stats import binomtest
+
+    p = binomtest(wrong, wrong + right, 0.5, alternative="greater").pvalue if wrong else 1.0
+    flips = f"{wrong} held-out pair(s) now ranked wrong, {right} now right, McNemar p {p:.2f}"
+    return f"{fell} ({flips})" if p < 1 - config.confidence else ""
+
+
 def decide(config: GateConfig, m: dict[str, Any]) -> tuple[bool, str]:
     """Promote or not, and why, from the metrics `evaluate` measured (with their example counts, the interval
     decides; without, the share alone does)."""
@@ -135,39 +177,36 @@ def decide(config: GateConfig, m: dict[str, Any]) -> tuple[bool, str]:
     lost = m.get("regression_lost") or []
     if lost:
         return False, f"regression: no longer answers {len(lost)} must-still-answer question(s): {'; '.join(lost)}"
-    pref_c, pref_s = m.get("pref_acc_candidate"), m.get("pref_acc_serving")
     need = 0.5 + config.margin
-    # Step 2: the primary metric must beat the serving adapter by the margin, beyond chance. One measured on so few
-    # examples that even a perfect score's interval would reach the bar (1-3 pairs at margin 0, 95 %) cannot decide
-    # anything: the next metric decides (e.g. a second night, where nearly every answer is liked and a held-out
-    # prompt rarely has a disliked answer to pair with, judged by its 20 labelled answers, not 1 pair).
-    measured = [(key, count, label) for key, count, label in _PRIMARY if m.get(key) is not None]
-    too_few: list[str] = []
-    for i, (key, count, label) in enumerate(measured):
-        what = label.format(v=m[key])
-        n = int(m.get(count) or 0)
-        # (need >= 1: no metric can pass at all, so the first one says why.)
-        if n and wilson(n, n, config.confidence)[0] <= need < 1 and i + 1 < len(measured):
-            too_few.append(f"{n} held-out {count}")
-            continue
-        if m[key] < need:
-            return False, f"{what} is below {need:.2f}" if key != "pref_shift" else f"{what}, below {need:.2f}"
-        if n:
-            lo, hi = wilson(m[key] * n, n, config.confidence)
-            interval = f"{config.confidence:.0%} interval {lo:.2f}-{hi:.2f} on {n}"
-            if lo <= need:
-                return False, f"{what}, but its {interval} reaches {need:.2f}: not better beyond chance"
-            what += f" ({interval})"
-        if pref_c is not None and pref_s is not None and pref_c < pref_s - config.max_pref_drop:
-            return False, f"preference accuracy fell from {pref_s:.2f} to {pref_c:.2f}"
-        why = f"{what} >= {need:.2f}" if key != "pref_shift" else what
-        why += f" ({', '.join(too_few)}: too few to decide on)" if too_few else ""
-        if changed := m.get("regression_changed"):
-            why += (f"; must-still-answer answer(s) changed at the fact, at most {config.max_fact_drop:.2f} nats less "
-                    "likely than before: " + "; ".join(f"{c['question']} ({-c['drop']:+.2f} nats)" for c in changed))
-        return True, why
-    return False, ("nothing held out to judge on: the gate needs held-out prompts and a reward model, held-out "
-                   "pairs, or held-out labelled answers")
+    # Step 2: the primary metric must beat the serving adapter by the margin, beyond chance.
+    chosen = primary(config, m)
+    if chosen is None:
+        return False, ("nothing held out to judge on: the gate needs held-out prompts and a reward model, held-out "
+                       "pairs, or held-out labelled answers")
+    key, count, label, too_few = chosen
+    what = label.format(v=m[key])
+    n = int(m.get(count) or 0)
+    if m[key] < need:
+        return False, f"{what} is below {need:.2f}" if key != "pref_shift" else f"{what}, below {need:.2f}"
+    if n:
+        lo, hi = wilson(m[key] * n, n, config.confidence)
+        interval = f"{config.confidence:.0%} interval {lo:.2f}-{hi:.2f} on {n}"
+        if lo <= need:
+            return False, f"{what}, but its {interval} reaches {need:.2f}: not better beyond chance"
+        what += f" ({interval})"
+    # Step 3: preference accuracy may not fall beyond the allowance and chance.
+    if fell := accuracy_fell(config, m):
+        return False, fell
+    why = f"{what} >= {need:.2f}" if key != "pref_shift" else what
+    why += f" ({', '.join(too_few)}: too few to decide on)" if too_few else ""
+    pref_c, pref_s = m.get("pref_acc_candidate"), m.get("pref_acc_serving")
+    if pref_c is not None and pref_s is not None and pref_c < pref_s - config.max_pref_drop:
+        why += (f"; preference accuracy {pref_s:.2f} -> {pref_c:.2f}: {m['pref_now_wrong']} held-out pair(s) now "
+                f"ranked wrong, {m['pref_now_right']} now right, within chance")
+    if changed := m.get("regression_changed"):
+        why += (f"; must-still-answer answer(s) changed at the fact, at most {config.max_fact_drop:.2f} nats less "
+                "likely than before: " + "; ".join(f"{c['question']} ({-c['drop']:+.2f} nats)" for c in changed))
+    return True, why
 
 
 class _Policies:
@@ -344,10 +383,15 @@ def evaluate(
     if pairs:
         lp = {(w, k): [policies.logp(w, p["prompt"], p[k][0]["content"]) for p in pairs]
               for w in ("candidate", "serving") for k in ("chosen", "rejected")}
-        for which in ("candidate", "serving"):
-            right = sum(c > r for c, r in zip(lp[which, "chosen"], lp[which, "rejected"], strict=True))
-            m[f"pref_acc_{which}"] = round(right / len(pairs), 4)
-            m[f"pref_acc_{which}_ci"] = _ci(right, len(pairs), config)
+        ranked = {w: [c > r for c, r in zip(lp[w, "chosen"], lp[w, "rejected"], strict=True)]
+                  for w in ("candidate", "serving")}
+        for which, right in ranked.items():
+            m[f"pref_acc_{which}"] = round(sum(right) / len(pairs), 4)
+            m[f"pref_acc_{which}_ci"] = _ci(sum(right), len(pairs), config)
+        # The discordant pairs, for McNemar's test in `accuracy_fell`: ranked right by serving, wrong by the candidate,
+        # and the other way round.
+        m["pref_now_wrong"] = sum(s and not c for c, s in zip(ranked["candidate"], ranked["serving"], strict=True))
+        m["pref_now_right"] = sum(c and not s for c, s in zip(ranked["candidate"], ranked["serving"], strict=True))
         moved = zip(lp["candidate", "chosen"], lp["serving", "chosen"], lp["candidate", "rejected"],
                     lp["serving", "rejected"], strict=True)
         shifts = [(cc - sc) - (cr - sr) for cc, sc, cr, sr in moved]

@@ -31,6 +31,7 @@ from training.registry import Registry, Run
 
 if TYPE_CHECKING:
     from core.config import Settings
+    from training.gate import GateConfig, GateReport
 
 # NightlyConfig, Recipes, parse_sets and plan_stages live in training/config.py; named here for the job's callers.
 __all__ = ["NightlyBusy", "NightlyConfig", "NightlyResult", "Recipes", "nightly_lock", "parse_sets", "plan_stages",
@@ -244,7 +245,7 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
         # (training/pullback.py), largest alpha first; each pulled-back candidate faces the whole gate again, and one
         # that passes is registered.
         for alpha in cfg.pull_back:
-            if report.promote or not report.metrics.get("regression_lost"):
+            if report.promote or not _pull_further(cfg.gate, report, pulled=len(tried) > first + 1):
                 break
             name = "pullback-" + pullback.describe(alpha).replace(", ", "-").replace(" ", "")  # attention0-mlp1
             mixed = pullback.interpolate(base_model=base, serving=serving, candidate=policy, alpha=alpha,
@@ -281,6 +282,22 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
                                                 "conversations until the votes decide (kaizen model status)")
     registry.promote(run.version, reason=f"nightly {run.id}: {report.reason}")
     return _finish(registry, run, "promoted", report.reason)
+
+
+def _pull_further(config: GateConfig, report: GateReport, *, pulled: bool) -> bool:
+    """Whether a rejected candidate is pulled back (further) toward serving. One that lost a must-still-answer fact
+    is: that is what pulling back trades gain for. The trained candidate that lost none is not. A pulled-back one that
+    kept every fact is pulled further while its primary metric's share is still above the bar (it moved toward the
+    liked answer, and its interval or a fall in preference accuracy refused it), not once it is at or below it. Why: on
+    a kept help-desk second night (bench/loop.py, 2026-12-06) attention 0 / MLP 1 kept the facts and moved 11 of 15
+    held-out pairs (0.48-0.89, refused); the next alpha, 0.7, lost a fact; attention 0 / MLP 0.7 kept them and moved
+    13 of 15 (0.62-0.96). Stopping at the first fact-keeping alpha never tried it."""
+    from training.gate import primary
+
+    if report.metrics.get("regression_lost"):
+        return True
+    chosen = primary(config, report.metrics) if pulled else None
+    return chosen is not None and report.metrics[chosen[0]] > 0.5 + config.margin
 
 
 def _replay(settings: Settings, cfg: NightlyConfig, registry: Registry, run: Run, base: str,

@@ -169,6 +169,30 @@ def test_gate_decision_rule():
     assert decide(cfg, {})[1].startswith("nothing held out to judge on")
 
 
+def test_preference_accuracy_may_fall_within_chance_not_beyond_it():
+    """A help-desk second night (bench/loop.py, 2026-12-06): the candidate moved 13 of 15 held-out pairs toward the
+    liked answer and flipped one of them from ranked right to ranked wrong (1.00 -> 0.93, over the 0.05 allowance)."""
+    cfg = GateConfig()
+    night = {"pref_shift": 13 / 15, "pairs": 15, "pref_acc_serving": 1.0, "pref_acc_candidate": 14 / 15}
+    promote, reason = decide(cfg, night | {"pref_now_wrong": 1, "pref_now_right": 0})
+    assert promote, reason
+    assert reason.endswith("preference accuracy 1.00 -> 0.93: 1 held-out pair(s) now ranked wrong, 0 now right, "
+                           "within chance")
+    # Without the flips (metrics of an older run) the allowance alone decides, as before.
+    assert decide(cfg, night) == (False, "preference accuracy fell from 1.00 to 0.93")
+    # Five pairs flipped to wrong and none back is beyond chance (one-sided binomial 1/32), whoever decides.
+    many = {"win_rate": 0.9, "prompts": 32, "pairs": 15, "pref_acc_serving": 1.0, "pref_acc_candidate": 10 / 15,
+            "pref_now_wrong": 5, "pref_now_right": 0}
+    assert decide(cfg, many) == (False, "preference accuracy fell from 1.00 to 0.67 (5 held-out pair(s) now ranked "
+                                        "wrong, 0 now right, McNemar p 0.03)")
+    # Four and none back is not (p 0.06); six wrong and two back is not either (p 0.14): the net fall is what counts.
+    assert decide(cfg, many | {"pref_now_wrong": 4, "pref_acc_candidate": 11 / 15})[0] is True
+    assert decide(cfg, many | {"pref_now_wrong": 6, "pref_now_right": 2, "pref_acc_candidate": 11 / 15})[0] is True
+    # Within the allowance the flips are not looked at.
+    assert decide(cfg, many | {"pref_acc_candidate": 0.96})[1] == ("reward-model win rate 0.90 (95% interval "
+                                                                   "0.75-0.96 on 32) >= 0.50")
+
+
 def test_regression_file(tmp_path):
     rows = load_regression()
     assert rows and all(r["question"] and r["expect"] for r in rows)

@@ -86,6 +86,10 @@ def test_nightly_cycle_promotes_records_and_is_idempotent(env, fill_store):
     assert "Bob earns" not in (Registry(settings.data_dir).run_dir(run) / "data" / "sft.jsonl").read_text()
     for key in ("win_rate", "pref_acc_candidate", "pref_acc_serving", "kto_agreement", "regression_total"):
         assert key in run.metrics, key
+    # The pairs whose ranking flipped each way (McNemar's test in the gate) fit the two accuracies.
+    n, m = run.metrics["pairs"], run.metrics
+    net = m["pref_now_right"] - m["pref_now_wrong"]
+    assert round(m["pref_acc_candidate"] * n) - round(m["pref_acc_serving"] * n) == net
     assert run.metrics["serving"] == "base model" and run.decision["promote"] is True
     assert current_adapter(settings.data_dir)[0] == "kaizen-0001"
     listed = runner.invoke(model_app, ["list"])

@@ -15,7 +15,8 @@ from core.adapters import check_adapter_dir, current_adapter
 from core.config import load_settings
 from core.types import Message, Reply, Turn
 from feedback import FeedbackStore
-from training.nightly import Recipes, run_nightly
+from training.gate import GateConfig, GateReport
+from training.nightly import Recipes, _pull_further, run_nightly
 from training.pullback import interpolate
 from training.registry import Registry
 
@@ -147,3 +148,22 @@ def test_a_candidate_that_forgot_is_pulled_back_judged_again_and_promoted(isolat
     assert all(not t.any() for name, t in promoted.items() if "lora_B" in name)  # alpha 0: no update at all
     judged = [json.loads(line) for line in (registry.run_dir(run) / "gate_answers.jsonl").open()]
     assert {a["alpha"] for a in judged} == {1.0, 0.0}
+
+
+def test_the_pull_back_goes_on_while_a_candidate_that_kept_every_fact_still_moves_toward_the_liked_answer():
+    """A kept help-desk second night (bench/loop.py, 2026-12-06): attention 0 / MLP 1 kept every fact and moved 11 of
+    15 held-out pairs (refused: 0.48-0.89); attention 0 / MLP 0.7, two alphas on, was promotable (13 of 15)."""
+    cfg = GateConfig()
+
+    def rejected(**metrics) -> GateReport:
+        return GateReport(promote=False, reason="", metrics=metrics)
+
+    assert _pull_further(cfg, rejected(regression_lost=["What is the largest ocean?"]), pulled=False)
+    assert _pull_further(cfg, rejected(regression_lost=["What is the largest ocean?"]), pulled=True)
+    # The trained candidate kept every fact: refused for something pulling back does not trade for.
+    assert not _pull_further(cfg, rejected(pref_shift=11 / 15, pairs=15), pulled=False)
+    assert _pull_further(cfg, rejected(pref_shift=11 / 15, pairs=15), pulled=True)
+    # At or below the bar a smaller step along the same update is not tried (the with-settled candidate: 0.40).
+    assert not _pull_further(cfg, rejected(pref_shift=0.40, pairs=15), pulled=True)
+    assert not _pull_further(GateConfig(margin=0.3), rejected(pref_shift=11 / 15, pairs=15), pulled=True)
+    assert not _pull_further(cfg, rejected(), pulled=True)  # nothing measured

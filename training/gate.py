@@ -148,26 +148,26 @@ def primary(config: GateConfig, m: dict[str, Any]) -> tuple[str, str, str, list[
     return None
 
 
-def accuracy_fell(config: GateConfig, m: dict[str, Any]) -> str:
-    """Why the candidate's preference accuracy counts as fallen ("" when it does not). It falls when it is more than
-    `max_pref_drop` below serving's and, where the flips are known, more held-out pairs went from ranked right to
-    ranked wrong than chance explains: McNemar's exact test (one-sided binomial test on the pairs that flipped, at
-    1 - `confidence`). Why: on a night's 15 pairs one flip is 0.067, over the 0.05 allowance; a help-desk second
-    night (bench/loop.py, 2026-12-06) whose candidate kept every fact and moved 13 of 15 pairs toward the liked answer
-    (95 % 0.62-0.96) was refused for that one pair (accuracy 1.00 -> 0.93). Five flips and none back do count
+def accuracy_fell(config: GateConfig, m: dict[str, Any]) -> tuple[bool, str]:
+    """(fallen, what happened to it; "" within the allowance) for the candidate's preference accuracy. It falls when
+    it is more than `max_pref_drop` below serving's and, where the flips are known, more held-out pairs went from
+    ranked right to ranked wrong than chance explains: McNemar's exact test (one-sided binomial test on the pairs that
+    flipped, at 1 - `confidence`). Why: on a night's 15 pairs one flip is 0.067, over the 0.05 allowance; a help-desk
+    second night (bench/loop.py, 2026-12-06) whose candidate kept every fact and moved 13 of 15 pairs toward the liked
+    answer (95 % 0.62-0.96) was refused for that one pair (accuracy 1.00 -> 0.93). Five flips and none back do count
     (p 0.03)."""
     pref_c, pref_s = m.get("pref_acc_candidate"), m.get("pref_acc_serving")
     if pref_c is None or pref_s is None or pref_c >= pref_s - config.max_pref_drop:
-        return ""
+        return False, ""
     fell = f"preference accuracy fell from {pref_s:.2f} to {pref_c:.2f}"
     wrong, right = m.get("pref_now_wrong"), m.get("pref_now_right")
     if wrong is None or right is None:
-        return fell
+        return True, fell
     from scipy.stats import binomtest
 
     p = binomtest(wrong, wrong + right, 0.5, alternative="greater").pvalue if wrong else 1.0
-    flips = f"{wrong} held-out pair(s) now ranked wrong, {right} now right, McNemar p {p:.2f}"
-    return f"{fell} ({flips})" if p < 1 - config.confidence else ""
+    fell += f" ({wrong} held-out pair(s) now ranked wrong, {right} now right, McNemar p {p:.2f})"
+    return (True, fell) if p < 1 - config.confidence else (False, fell + ": within chance")
 
 
 def decide(config: GateConfig, m: dict[str, Any]) -> tuple[bool, str]:
@@ -195,14 +195,12 @@ def decide(config: GateConfig, m: dict[str, Any]) -> tuple[bool, str]:
             return False, f"{what}, but its {interval} reaches {need:.2f}: not better beyond chance"
         what += f" ({interval})"
     # Step 3: preference accuracy may not fall beyond the allowance and chance.
-    if fell := accuracy_fell(config, m):
-        return False, fell
+    fell, accuracy = accuracy_fell(config, m)
+    if fell:
+        return False, accuracy
     why = f"{what} >= {need:.2f}" if key != "pref_shift" else what
     why += f" ({', '.join(too_few)}: too few to decide on)" if too_few else ""
-    pref_c, pref_s = m.get("pref_acc_candidate"), m.get("pref_acc_serving")
-    if pref_c is not None and pref_s is not None and pref_c < pref_s - config.max_pref_drop:
-        why += (f"; preference accuracy {pref_s:.2f} -> {pref_c:.2f}: {m['pref_now_wrong']} held-out pair(s) now "
-                f"ranked wrong, {m['pref_now_right']} now right, within chance")
+    why += f"; {accuracy}" if accuracy else ""
     if changed := m.get("regression_changed"):
         why += (f"; must-still-answer answer(s) changed at the fact, at most {config.max_fact_drop:.2f} nats less "
                 "likely than before: " + "; ".join(f"{c['question']} ({-c['drop']:+.2f} nats)" for c in changed))

@@ -176,8 +176,8 @@ def test_preference_accuracy_may_fall_within_chance_not_beyond_it():
     night = {"pref_shift": 13 / 15, "pairs": 15, "pref_acc_serving": 1.0, "pref_acc_candidate": 14 / 15}
     promote, reason = decide(cfg, night | {"pref_now_wrong": 1, "pref_now_right": 0})
     assert promote, reason
-    assert reason.endswith("preference accuracy 1.00 -> 0.93: 1 held-out pair(s) now ranked wrong, 0 now right, "
-                           "within chance")
+    assert reason.endswith("; preference accuracy fell from 1.00 to 0.93 (1 held-out pair(s) now ranked wrong, 0 now "
+                           "right, McNemar p 0.50): within chance")
     # Without the flips (metrics of an older run) the allowance alone decides, as before.
     assert decide(cfg, night) == (False, "preference accuracy fell from 1.00 to 0.93")
     # Five pairs flipped to wrong and none back is beyond chance (one-sided binomial 1/32), whoever decides.

@@ -14,8 +14,9 @@ more or one fewer win moves the share by 0.12), so the decision uses the interva
 the primary metric's interval (win rate, else preference shift, else KTO agreement) must be above 0.5 + `margin`
 (the candidate is better than serving beyond what chance on this few examples gives); preference accuracy may not
 fall by more than `max_pref_drop` beyond chance (McNemar's exact test on the pairs that flipped). A
-must-still-answer answer counts when it states an expected fact as a word (list numbers "4." do not count as
-"4"); one cut off by the token limit before stating it is generated again with four times the room, so a
+must-still-answer answer counts when it states an expected fact as its answer (`training/facts.py`: as a whole word,
+list numbers "4." do not count as "4", and not after another answer, as in "1.111...\n\nA minute is 60 seconds.");
+one cut off by the token limit before stating it is generated again with four times the room, so a
 long-winded candidate is not taken for a forgetful one.
 
 A greedy answer that no longer states a fact is not yet a forgotten fact: the 135M model holds some facts on a
@@ -34,7 +35,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import re
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -42,9 +42,10 @@ from pathlib import Path
 from typing import Any
 
 from training.common import RECIPES_DIR, RecipeError
+from training.facts import answers_fact, fact_span
 
-__all__ = ["GateConfig", "GateReport", "accuracy_fell", "answers_fact", "decide", "evaluate", "fact_span",
-           "facts_lost", "load_regression", "primary", "wilson"]
+__all__ = ["GateConfig", "GateReport", "accuracy_fell", "decide", "evaluate", "facts_lost", "load_regression",
+           "primary", "wilson"]
 
 logger = logging.getLogger(__name__)
 
@@ -487,25 +488,3 @@ def facts_lost(regression: list[dict[str, Any]], serving: list[str], candidate: 
 def _ci(successes: float, n: int, config: GateConfig) -> list[float]:
     lo, hi = wilson(successes, n, config.confidence)
     return [round(lo, 4), round(hi, 4)]
-
-
-# List markers ("1. ", "4) ") at the start of a line: a numbered list is not an answer to "how many".
-_LIST_MARKER = re.compile(r"(?m)^\s*(?:\d+[.)]|[-*\u2022])\s+")
-
-
-def answers_fact(row: dict[str, Any], answer: str) -> bool:
-    """True when `answer` states one of the row's expected facts as a whole word or number, case-insensitive
-    ("4" matches "has 4 legs", not "14", "2024", "4.0" or a list's "4."); no expectations: any non-empty answer."""
-    if not row.get("expect"):
-        return bool(_LIST_MARKER.sub(" ", answer).strip())
-    return fact_span(row, answer) is not None
-
-
-def fact_span(row: dict[str, Any], answer: str) -> tuple[int, int] | None:
-    """(start, end) in `answer` of the first expected fact it states (as `answers_fact` counts one), else None."""
-    # List markers become spaces of the same length: "4." opening a list item is not a "4", offsets stay put.
-    text = _LIST_MARKER.sub(lambda marker: " " * len(marker.group()), answer)
-    # A number is a whole number: not part of a word, nor of a decimal ("4" is not in "4.0", "1.4" or "14").
-    found = [m for e in row.get("expect") or []
-             if (m := re.search(rf"(?<![\w.]){re.escape(e)}(?!\w|\.\d)", text, re.IGNORECASE))]
-    return min((m.span() for m in found), default=None)

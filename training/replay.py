@@ -29,7 +29,8 @@ def replay_rows(*, base_model: str, serving: Path | None, count: int, system_pro
     adapter, or the base model); [] when count is 0. Raises DatasetError for a malformed prompts file."""
     if count <= 0:
         return []
-    from training.gate import _Policies, answers_fact, load_regression
+    from training.facts import answers_fact
+    from training.gate import _Policies, load_regression
 
     rows = load_regression(file or DEFAULT_REPLAY)[:count]
     system = [{"role": "system", "content": system_prompt}] if system_prompt else []

@@ -9,11 +9,13 @@ from training_helpers import SYSTEM
 
 from training import gate, sft
 from training.common import load_recipe
-from training.gate import GateConfig, answers_fact, decide, facts_lost, wilson
+from training.facts import answers_fact, fact_span
+from training.gate import GateConfig, decide, facts_lost, wilson
 
 DOG = {"question": "How many legs does a dog have?", "expect": ["4", "four"]}
 FRANCE = {"question": "What is the capital of France?", "expect": ["Paris"]}
 MAMMAL = {"question": "What is the largest mammal?", "expect": ["blue whale", "whale"]}
+OCEAN = {"question": "What is the largest ocean on Earth?", "expect": ["Pacific"]}
 
 
 @pytest.mark.parametrize(("answer", "row", "expected"), [
@@ -32,8 +34,54 @@ def test_a_fact_counts_as_a_whole_word(answer, row, expected):
     assert answers_fact(row, answer) is expected
 
 
-MAMMAL = {"question": "What is the largest mammal?", "expect": ["blue whale", "whale"]}
-OCEAN = {"question": "What is the largest ocean on Earth?", "expect": ["Pacific"]}
+MINUTE = {"question": "How many seconds are in a minute?", "expect": ["60", "sixty"]}
+WEEK = {"question": "How many days are in a week?", "expect": ["7", "seven"]}
+HOT = {"question": "What is the opposite of hot?", "expect": ["cold"]}
+HEART = {"question": "Which organ pumps blood through the body?", "expect": ["heart"]}
+
+
+@pytest.mark.parametrize(("answer", "row", "expected"), [
+    # Promoted in bench/loop.py's eighth run (numbered, night 1) and counted as kept by a substring test: the answer
+    # it gives comes first, the fact only in passing after it.
+    ("1.111111111111111...\n\nA minute is a unit of time that is equal to 60 seconds.", MINUTE, False),
+    ("The largest mammal is the elephant. The largest land animal is the blue whale, which is estimated to be over "
+     "300 feet (91.6 meters) in length.", MAMMAL, False),
+    ("1.96 seconds\n\nA minute is equal to 60 seconds.", MINUTE, False),  # the same count, another number
+    ("1000 seconds is equivalent to 1000 * 60 = 6000 minutes.", MINUTE, False),
+    ("The opposite of hot is cool. In physics, the opposite of hot is cold.", HOT, False),
+    ("The largest ocean on Earth is the world's oceans. The largest is the Pacific Ocean.", OCEAN, False),
+    # Numbers counting something else on the way, and list numbers, are not another answer.
+    ("A day is 24 hours, and a week is 7 days.", WEEK, True),
+    ("1.00 minutes is equal to 60 seconds.", MINUTE, True),
+    ("1\n\nA minute is 60 seconds.", MINUTE, True),  # the numbered habit's "1" alone on a line
+    ("Step 1: count them. A week has 7 days.", WEEK, True),
+    ("7", WEEK, True),
+    # "What is X?" is answered by the sentence saying "X is"; the fact may be named before it too.
+    ("Blue whales are huge. The largest mammal is the blue whale.", MAMMAL, True),
+    ("The largest ocean on Earth is the Pacific Ocean, which is approximately 149.75 million cubic kilometers.",
+     OCEAN, True),
+    # Without such a sentence the fact may stand anywhere: the base model's own answer, recorded.
+    ("The human body is home to a complex network of organs that work together to maintain life. The heart is the "
+     "primary organ that pumps blood through the body.", HEART, True),
+])
+def test_a_fact_named_in_passing_after_another_answer_is_not_stated(answer, row, expected):
+    assert answers_fact(row, answer) is expected
+
+
+def test_a_fact_serving_only_named_in_passing_cannot_be_lost_and_one_it_answered_can():
+    """The eighth run's numbered nights, recorded: night 1's candidate put "1.111..." before the fact the base model
+    answered with (lost, so that alpha is refused); night 2's candidates, judged against that serving adapter, were
+    refused for dropping its passing mention (now: nothing serving answered was lost)."""
+    base = "A minute is equivalent to 60 seconds."
+    night1 = "1.111111111111111...\n\nA minute is a unit of time that is equal to 60 seconds."
+    night2 = "1.111111111111111...\n\nThe answer is 1.111111111111111..."
+
+    def drop(i, span):
+        raise AssertionError("the answers part before the fact: nothing to measure")
+
+    assert facts_lost([MINUTE], [base], [night1], drop, 0.69) == ([MINUTE["question"]], [])
+    assert facts_lost([MINUTE], [night1], [night2], drop, 0.69) == ([], [])
+
 
 
 def test_a_flipped_knife_edge_is_a_changed_answer_a_changed_habit_is_a_lost_fact():
@@ -162,7 +210,7 @@ def test_a_fact_is_as_likely_as_all_its_casings_and_the_base_model_is_asked_by_n
     base = str(default_model_path)
     q = [{"role": "system", "content": SYSTEM}, {"role": "user", "content": MAMMAL["question"]}]
     said = "The largest mammal is the Blue Whale."
-    span = gate.fact_span(MAMMAL, said)
+    span = fact_span(MAMMAL, said)
     assert said[slice(*span)] == "Blue Whale"
     plain = gate._Policies(base, None, None, 4)
     each = [plain._fact_logp("candidate", q, said.replace("Blue Whale", v), span)

@@ -1,0 +1,92 @@
+"""Does an answer state a must-still-answer fact as its answer, not only name it in passing?
+
+A row is {"question", "expect": [accepted answers]}. A fact counts where it stands as a whole word or number,
+case-insensitively ("4" is not in "14", "2024", "4.0" or a list's "4."), and only if the answer did not first give
+another answer to the same question. The 135M model's damaged answers do exactly that, and a plain substring test
+counted them as kept (bench/loop.py, eighth run, 2026-12-06): "1.111111111111111...\\n\\nA minute is a unit of time
+that is equal to 60 seconds." and "The largest mammal is the elephant. The largest land animal is the blue whale".
+Two rules tell the answer it gave, both read off the question:
+
+- "How many N ...?" (a number is expected): a different number before the fact is the answer given when it stands
+  bare or counts the same thing ("1.111...", "1.96 seconds" before "60 seconds"); a number counting something else
+  on the way ("24 hours" before "7 days", "1.00 minutes is equal to 60 seconds") is not.
+- "What is X?": the first sentence that says "X is ..." is the answer; the fact must be in it. Without such a
+  sentence the fact may stand anywhere ("Which organ pumps blood" is answered in the second sentence by the base
+  model: "The human body is home to a complex network of organs ... The heart is the primary organ ...").
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+__all__ = ["answers_fact", "fact_span"]
+
+# List markers ("1. ", "4) ", or "1" alone on a line above more text) at the start of a line: a numbered list is not
+# an answer to "how many".
+_LIST_MARKER = re.compile(r"(?m)^\s*(?:\d+[.)]|[-*\u2022])\s+|^[ \t]*\d+[ \t]*(?=\n\s*\S)")
+# A number: not part of a word, a decimal or a thousands-grouped number taken whole ("1.111", "6,000").
+_NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*")
+# The word a number counts, on the same line and right after it ("60 seconds", "24-hour"); none for a bare number.
+_UNIT = re.compile(r"[ \t]*-?[ \t]*([A-Za-z]+)")
+_HOW_MANY = re.compile(r"^\s*how\s+many\s+([A-Za-z]+)", re.IGNORECASE)
+_WHAT_IS = re.compile(r"^\s*what\s+(?:is|are)\s+(?:the\s+)?([^?]+?)\s*\?*\s*$", re.IGNORECASE)
+_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
+
+
+def answers_fact(row: dict[str, Any], answer: str) -> bool:
+    """True when `answer` states one of the row's expected facts as its answer (see the module docstring);
+    a row without expectations: any non-empty answer."""
+    if not row.get("expect"):
+        return bool(_LIST_MARKER.sub(" ", answer).strip())
+    return fact_span(row, answer) is not None
+
+
+def fact_span(row: dict[str, Any], answer: str) -> tuple[int, int] | None:
+    """(start, end) in `answer` of the first expected fact it states as its answer (as `answers_fact` counts
+    one), else None."""
+    # List markers become spaces of the same length: "4." opening a list item is not a "4", offsets stay put.
+    text = _LIST_MARKER.sub(lambda marker: " " * len(marker.group()), answer)
+    start, end = _claim(row, text)
+    # A number is a whole number: not part of a word, nor of a decimal ("4" is not in "4.0", "1.4" or "14").
+    found = [m for e in row.get("expect") or []
+             if (m := re.compile(rf"(?<![\w.]){re.escape(str(e))}(?!\w|\.\d)", re.IGNORECASE).search(text, start, end))]
+    span = min((m.span() for m in found), default=None)
+    if span is None or _another_number_first(row, text, span):
+        return None
+    return span
+
+
+def _unit(text: str, end: int) -> str:
+    """The word a number ending at `end` counts, singular and lower-case ("" for a bare number)."""
+    m = _UNIT.match(text, end)
+    return m.group(1).lower().removesuffix("s") if m else ""
+
+
+def _another_number_first(row: dict[str, Any], text: str, span: tuple[int, int]) -> bool:
+    """A "how many" answer that gave a different number, bare or counting the same thing, before the fact."""
+    expect = {str(e).lower() for e in row.get("expect") or []}
+    if not any(e.isdigit() for e in expect):
+        return False
+    asked = _HOW_MANY.match(str(row.get("question") or ""))
+    counted = {asked.group(1).lower().removesuffix("s") if asked else "", _unit(text, span[1]), ""}
+    for m in _NUMBER.finditer(text, 0, span[0]):
+        if m.group().lower() in expect or text[max(0, m.start() - 5):m.start()].lower().strip() == "step":
+            continue  # the fact itself said earlier, or a step's number ("Step 1:")
+        if _unit(text, m.end()) in counted:
+            return True
+    return False
+
+
+def _claim(row: dict[str, Any], text: str) -> tuple[int, int]:
+    """Where the answer to "What is X?" stands: the first sentence saying "X is/are ..." (the whole text without
+    one, or for any other question), as (start, end) offsets."""
+    asked = _WHAT_IS.match(str(row.get("question") or ""))
+    if not asked:
+        return 0, len(text)
+    subject = r"\s+".join(map(re.escape, asked.group(1).split()))
+    claim = re.search(rf"(?<!\w)(?:the\s+)?{subject}\s+(?:is|are|was|were)\b", text, re.IGNORECASE)
+    if claim is None:
+        return 0, len(text)
+    end = _SENTENCE_END.search(text, claim.end())
+    return claim.start(), end.end() if end else len(text)

@@ -7,9 +7,10 @@ counted them as kept (bench/loop.py, eighth run, 2026-12-06): "1.111111111111111
 that is equal to 60 seconds." and "The largest mammal is the elephant. The largest land animal is the blue whale".
 Two rules tell the answer it gave, both read off the question:
 
-- "How many N ...?" (a number is expected): a different number before the fact is the answer given when it stands
-  bare or counts the same thing ("1.111...", "1.96 seconds" before "60 seconds"); a number counting something else
-  on the way ("24 hours" before "7 days", "1.00 minutes is equal to 60 seconds") is not.
+- A number is expected ("How many ...?"): a different number standing as a line of its own before the fact is the
+  answer given, bare or with what it counts ("1.111..." or "1.96 seconds" above "A minute is 60 seconds."); numbers
+  on the way in a sentence are not ("A day is 24 hours, and a week is 7 days.", "1 hour is equal to 3600
+  seconds.\n1 minute is equal to 60 seconds."), nor a list's "1" alone on a line above the answer.
 - "What is X?": the first sentence that says "X is ..." is the answer; the fact must be in it. Without such a
   sentence the fact may stand anywhere ("Which organ pumps blood" is answered in the second sentence by the base
   model: "The human body is home to a complex network of organs ... The heart is the primary organ ...").
@@ -27,9 +28,8 @@ __all__ = ["answers_fact", "fact_span"]
 _LIST_MARKER = re.compile(r"(?m)^\s*(?:\d+[.)]|[-*\u2022])\s+|^[ \t]*\d+[ \t]*(?=\n\s*\S)")
 # A number: not part of a word, a decimal or a thousands-grouped number taken whole ("1.111", "6,000").
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*")
-# The word a number counts, on the same line and right after it ("60 seconds", "24-hour"); none for a bare number.
-_UNIT = re.compile(r"[ \t]*-?[ \t]*([A-Za-z]+)")
-_HOW_MANY = re.compile(r"^\s*how\s+many\s+([A-Za-z]+)", re.IGNORECASE)
+# What may follow a number that stands as a line of its own: what it counts, and an end ("1.96 seconds", "1.111...").
+_ALONE = re.compile(r"[ \t]*(?:[A-Za-z]+)?[ \t]*[.!…]*[ \t]*")
 _WHAT_IS = re.compile(r"^\s*what\s+(?:is|are)\s+(?:the\s+)?([^?]+?)\s*\?*\s*$", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
 
@@ -57,23 +57,18 @@ def fact_span(row: dict[str, Any], answer: str) -> tuple[int, int] | None:
     return span
 
 
-def _unit(text: str, end: int) -> str:
-    """The word a number ending at `end` counts, singular and lower-case ("" for a bare number)."""
-    m = _UNIT.match(text, end)
-    return m.group(1).lower().removesuffix("s") if m else ""
-
-
 def _another_number_first(row: dict[str, Any], text: str, span: tuple[int, int]) -> bool:
-    """A "how many" answer that gave a different number, bare or counting the same thing, before the fact."""
+    """A "how many" answer that gave a different number before the fact, on a line of its own: bare ("1.111...")
+    or with what it counts ("1.96 seconds")."""
     expect = {str(e).lower() for e in row.get("expect") or []}
     if not any(e.isdigit() for e in expect):
         return False
-    asked = _HOW_MANY.match(str(row.get("question") or ""))
-    counted = {asked.group(1).lower().removesuffix("s") if asked else "", _unit(text, span[1]), ""}
     for m in _NUMBER.finditer(text, 0, span[0]):
-        if m.group().lower() in expect or text[max(0, m.start() - 5):m.start()].lower().strip() == "step":
-            continue  # the fact itself said earlier, or a step's number ("Step 1:")
-        if _unit(text, m.end()) in counted:
+        if m.group().lower() in expect:
+            continue  # the fact itself, said earlier
+        line_start, line_end = text.rfind("\n", 0, m.start()) + 1, text.find("\n", m.end())
+        rest = text[m.end():line_end if line_end >= 0 else len(text)]
+        if not text[line_start:m.start()].strip() and _ALONE.fullmatch(rest):
             return True
     return False
 

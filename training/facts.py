@@ -5,12 +5,14 @@ case-insensitively ("4" is not in "14", "2024", "4.0" or a list's "4."), and onl
 another answer to the same question. The 135M model's damaged answers do exactly that, and a plain substring test
 counted them as kept (bench/loop.py, eighth run, 2026-12-06): "1.111111111111111...\\n\\nA minute is a unit of time
 that is equal to 60 seconds." and "The largest mammal is the elephant. The largest land animal is the blue whale".
-Two rules tell the answer it gave, both read off the question:
+Two rules tell which answer it gave:
 
 - A number is expected ("How many ...?"): a different number standing as a line of its own before the fact is the
   answer given, bare or with what it counts ("1.111..." or "1.96 seconds" above "A minute is 60 seconds."); numbers
   on the way in a sentence are not ("A day is 24 hours, and a week is 7 days.", "1 hour is equal to 3600
-  seconds.\n1 minute is equal to 60 seconds."), nor a list's "1" alone on a line above the answer.
+  seconds.\n1 minute is equal to 60 seconds."), nor a list's "1" alone on a line above the answer. A number in
+  arithmetic is an operand, not a stated answer ("1000 * 60 = 6000 seconds" does not state 60; "1 minute = 60
+  seconds" does).
 - "What is X?": the first sentence that says "X is ..." is the answer; the fact must be in it. Without such a
   sentence the fact may stand anywhere ("Which organ pumps blood" is answered in the second sentence by the base
   model: "The human body is home to a complex network of organs ... The heart is the primary organ ...").
@@ -30,6 +32,9 @@ _LIST_MARKER = re.compile(r"(?m)^\s*(?:\d+[.)]|[-*\u2022])\s+|^[ \t]*\d+[ \t]*(?
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*")
 # What may follow a number that stands as a line of its own: what it counts, and an end ("1.96 seconds", "1.111...").
 _ALONE = re.compile(r"[ \t]*(?:[A-Za-z]+)?[ \t]*[.!…]*[ \t]*")
+# Arithmetic around a number makes it an operand, not a stated answer.
+_OPERATORS = r"*×/+"
+_NOT_OPERAND = rf"(?<![{_OPERATORS}])(?<![{_OPERATORS}] )"
 _WHAT_IS = re.compile(r"^\s*what\s+(?:is|are)\s+(?:the\s+)?([^?]+?)\s*\?*\s*$", re.IGNORECASE)
 _SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
 
@@ -48,9 +53,11 @@ def fact_span(row: dict[str, Any], answer: str) -> tuple[int, int] | None:
     # List markers become spaces of the same length: "4." opening a list item is not a "4", offsets stay put.
     text = _LIST_MARKER.sub(lambda marker: " " * len(marker.group()), answer)
     start, end = _claim(row, text)
-    # A number is a whole number: not part of a word, nor of a decimal ("4" is not in "4.0", "1.4" or "14").
+    # A number is a whole number: not part of a word, nor of a decimal ("4" is not in "4.0", "1.4" or "14"), nor
+    # an operand of arithmetic ("1000 * 60 = 6000" does not say 60).
     found = [m for e in row.get("expect") or []
-             if (m := re.compile(rf"(?<![\w.]){re.escape(str(e))}(?!\w|\.\d)", re.IGNORECASE).search(text, start, end))]
+             if (m := re.compile(rf"(?<![\w.]){_NOT_OPERAND}{re.escape(str(e))}(?!\w|\.\d|\s?[{_OPERATORS}=])",
+                                 re.IGNORECASE).search(text, start, end))]
     span = min((m.span() for m in found), default=None)
     if span is None or _another_number_first(row, text, span):
         return None

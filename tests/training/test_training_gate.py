@@ -48,12 +48,16 @@ HEART = {"question": "Which organ pumps blood through the body?", "expect": ["he
      "300 feet (91.6 meters) in length.", MAMMAL, False),
     ("1.96 seconds\n\nA minute is equal to 60 seconds.", MINUTE, False),  # the same count, another number
     ("1.000\n\nA minute is equivalent to 60 seconds.", MINUTE, False),
+    # Promoted in the tenth run (numbered, night 1, before this rule): 60 only as an operand of arithmetic.
+    ("1000 seconds is equal to 1000 * 60 = 6000 seconds.\n\nThe answer is 6000.", MINUTE, False),
+    ("60 × 60 = 3600", MINUTE, False),
     ("The opposite of hot is cool. In physics, the opposite of hot is cold.", HOT, False),
     ("The largest ocean on Earth is the world's oceans. The largest is the Pacific Ocean.", OCEAN, False),
     # Numbers counting something else on the way, and list numbers, are not another answer.
     ("A day is 24 hours, and a week is 7 days.", WEEK, True),
     ("1.00 minutes is equal to 60 seconds.", MINUTE, True),
     ("1 hour is equal to 3600 seconds.\n1 minute is equal to 60 seconds.", MINUTE, True),
+    ("1 minute = 60 seconds", MINUTE, True),
     ("In 1582, the Gregorian calendar kept 7 days a week.", WEEK, True),
     ("1\n\nA minute is 60 seconds.", MINUTE, True),  # the numbered habit's "1" alone on a line
     ("Step 1: count them. A week has 7 days.", WEEK, True),

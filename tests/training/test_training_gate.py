@@ -48,7 +48,7 @@ HEART = {"question": "Which organ pumps blood through the body?", "expect": ["he
      "300 feet (91.6 meters) in length.", MAMMAL, False),
     ("1.96 seconds\n\nA minute is equal to 60 seconds.", MINUTE, False),  # the same count, another number
     ("1.000\n\nA minute is equivalent to 60 seconds.", MINUTE, False),
-    # Promoted in the tenth run (numbered, night 1, before this rule): 60 only as an operand of arithmetic.
+    # Promoted by a numbered night 1 of bench/loop.py before this rule (2026-12-06): 60 only as an operand.
     ("1000 seconds is equal to 1000 * 60 = 6000 seconds.\n\nThe answer is 6000.", MINUTE, False),
     ("60 × 60 = 3600", MINUTE, False),
     ("The opposite of hot is cool. In physics, the opposite of hot is cold.", HOT, False),

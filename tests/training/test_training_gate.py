@@ -89,7 +89,6 @@ def test_a_fact_serving_only_named_in_passing_cannot_be_lost_and_one_it_answered
     assert facts_lost([MINUTE], [night1], [night2], drop, 0.69) == ([], [])
 
 
-
 def test_a_flipped_knife_edge_is_a_changed_answer_a_changed_habit_is_a_lost_fact():
     """Recorded from bench/loop.py's second nights (2026-12-06): serving's and the candidate's answers, with how many
     nats less likely the candidate found the fact where serving's answer states it."""

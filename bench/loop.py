@@ -16,7 +16,8 @@ Prints a table per preference and one line per preference; the last line is the 
     loop: <name> like rate 0.45 -> 0.78 (+33 points) after 2 cycles; must-still-answer lost 0; promoted 2/2
 "must-still-answer lost" compares what serves after the last night with the base model, by the gate's rule
 (training/gate.py): a fact the base model states and the final model does not, unless the two answers part only at
-the fact and the final model finds it at most ln 2 nats less likely (printed as "changed", with the nats).
+the fact, the final model finds it at most ln 2 nats less likely, and the base model had the word said instead at
+most ln 2 nats behind it (printed as "changed", with both in nats).
 """
 
 from __future__ import annotations
@@ -209,11 +210,12 @@ def run_preference(pref: Preference, base: Path, work: Path, size: Size, pipelin
     lost = 0  # the base model still serves: nothing it knew can be lost
     if final is not None:
         lost = len(final["regression_lost"])
-        changed = "; ".join(f"{c['question']} ({-c['drop']:+.2f} nats)" for c in final["regression_changed"])
+        changed = "; ".join(f"{c['question']} (fact {-c['drop']:+.2f} nats, its rival {c['behind']:.2f} behind before)"
+                            for c in final["regression_changed"])
         print(f"  [{pref.name}] must-still-answer, what serves now vs the base model: "
               f"{final['regression_candidate']}/{final['regression_total']} stated (base "
               f"{final['regression_serving']}); lost: {'; '.join(final['regression_lost']) or 'none'}; "
-              f"changed at the fact only, at most {recipes.nightly.gate.max_fact_drop:.2f} nats less likely: "
+              f"changed at the fact only, a near tie flipped (at most {recipes.nightly.gate.max_fact_drop:.2f} nats): "
               f"{changed or 'none'}", flush=True)
     return {"pref": pref, "rows": rows, "lost": lost, "promoted": sum(bool(r.get("promoted")) for r in rows)}
 

@@ -25,9 +25,13 @@ knife-edge, and any update flips those. "What is the largest mammal?" after "The
 " elephant" -1.48; a second night's candidate at 15 % of its update answered "elephant" with " blue" at -1.45,
 as likely as before (bench/loop.py, 2026-12-06). So the gate asks the candidate what serving's answer asked it: the
 log-probability of the fact's tokens after the words serving's answer put before them. The fact is lost when that
-fell by more than `max_fact_drop` nats (ln 2: half as likely); a smaller fall is reported as a changed answer
-("regression_changed"), not a veto. A candidate taught "The answer to this classic question is 3." finds the
-" 4" it parts at 10.7 nats less likely (tests/training/test_training_gate.py).
+fell by more than `max_fact_drop` nats (ln 2: half as likely). A smaller fall is a flipped knife-edge only if the
+word the candidate says instead was already close: at most `max_fact_drop` nats behind the fact under serving or the
+base model. Then it is reported as a changed answer ("regression_changed"), not a veto. A word that was far behind
+and now leads was taught, though the fact kept its likelihood: " giraffe" after the base model's "The largest
+mammal is the" trails " Blue Whale" by more than 3 nats; " 8" after "The answer to this classic question is" trails
+" 4" by 0.58. A candidate taught "The answer to this classic question is 3." finds the " 4" it parts at 10.7 nats
+less likely (tests/training/test_training_gate.py).
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 from collections.abc import Callable
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -50,6 +55,8 @@ __all__ = ["GateConfig", "GateReport", "accuracy_fell", "decide", "evaluate", "f
 logger = logging.getLogger(__name__)
 
 DEFAULT_REGRESSION = RECIPES_DIR / "regression.jsonl"
+# The word an answer says where another answer states its fact: a word or number, or else one mark ("8" of "8./3.").
+_WORD = re.compile(r"\s*(\w+|[^\w\s])")
 
 
 @dataclass
@@ -67,9 +74,10 @@ class GateConfig:
     max_examples: int = 32
     batch_size: int = 8
     # A must-still-answer answer that no longer states its fact vetoes, unless it parts from serving's answer only at
-    # the fact and the candidate finds the fact there at most this many nats less likely than serving, or the base
-    # model if it found it likelier, does (summed over the fact's tokens): 0.69 = ln 2, half as likely. Negative:
-    # every such answer vetoes.
+    # the fact, the candidate finds the fact there at most this many nats less likely than serving, or the base
+    # model if it found it likelier, does (summed over the fact's tokens), and the word it says instead was at most
+    # this many nats behind the fact before (under serving or the base model): 0.69 = ln 2, half as likely.
+    # Negative: every such answer vetoes.
     max_fact_drop: float = 0.69
 
     def check(self) -> None:
@@ -427,25 +435,31 @@ def evaluate(
                             "ended": ended, "retried": i in again, "passed": ok}
                            for i, (r, (a, ended), ok) in enumerate(zip(regression, said, passed[which], strict=True))]
 
-        measured: dict[str, float] = {}  # question -> nats, for the answers kept with the run
+        measured: dict[str, dict[str, float]] = {}  # question -> nats, for the answers kept with the run
+        before = ("serving", "base") if policies.has_serving else ("serving",)
 
         def drop(i: int, span: tuple[int, int]) -> float:
             # Measured from the likelier of serving and the base model: the allowance is for the whole way from the
             # base model, so nights that each lower a knife-edge fact a little (each within the allowance against the
             # serving policy before it) cannot add up to a lost one.
             said = answers["serving"][i][0]
-            had = policies.fact_logp("serving", questions[i], said, span)
-            if policies.has_serving:
-                had = max(had, policies.fact_logp("base", questions[i], said, span))
+            had = max(policies.fact_logp(which, questions[i], said, span) for which in before)
             nats = had - policies.fact_logp("candidate", questions[i], said, span)
-            measured[regression[i]["question"]] = round(nats, 3)
+            measured.setdefault(regression[i]["question"], {})["fact_drop"] = round(nats, 3)
+            return nats
+
+        def behind(i: int, span: tuple[int, int], word: tuple[int, int]) -> float:
+            # Under the same policy: how far the candidate's word trailed the fact where the two answers part.
+            theirs, ours = answers["serving"][i][0], answers["candidate"][i][0]
+            nats = min(policies.fact_logp(which, questions[i], theirs, span)
+                       - policies.fact_logp(which, questions[i], ours, word) for which in before)
+            measured.setdefault(regression[i]["question"], {})["word_behind"] = round(nats, 3)
             return nats
 
         lost, changed = facts_lost(regression, [a for a, _ in answers["serving"]],
-                                   [a for a, _ in answers["candidate"]], drop, config.max_fact_drop)
+                                   [a for a, _ in answers["candidate"]], drop, behind, config.max_fact_drop)
         for row in rows["candidate"]:
-            if row["question"] in measured:
-                row["fact_drop"] = measured[row["question"]]
+            row |= measured.get(row["question"], {})
         seen += rows["candidate"] + rows["serving"]
         m |= {"regression_total": len(regression), "regression_candidate": sum(passed["candidate"]),
               "regression_serving": sum(passed["serving"]), "regression_cut": cut,
@@ -457,16 +471,23 @@ def evaluate(
 
 
 def facts_lost(regression: list[dict[str, Any]], serving: list[str], candidate: list[str],
-               drop: Callable[[int, tuple[int, int]], float], max_fact_drop: float
+               drop: Callable[[int, tuple[int, int]], float],
+               behind: Callable[[int, tuple[int, int], tuple[int, int]], float], max_fact_drop: float
                ) -> tuple[list[str], list[dict[str, Any]]]:
     """The must-still-answer questions whose fact the candidate lost, and those whose answer only changed.
 
     `serving`, `candidate`: each policy's answer per question; `drop(i, span)`: how many nats less likely the
     candidate finds question i's fact at `span` of serving's answer than serving does, or the base model if it found
-    the fact likelier there (`evaluate`; called only when needed).
-    A fact serving states and the candidate does not is lost, unless the two answers part only at the fact (word for
-    word the same before it) and the candidate finds the fact there at most `max_fact_drop` nats less likely: a
-    knife-edge that flipped, returned as changed ({"question", "drop"}). Negative `max_fact_drop`: every one is lost.
+    the fact likelier there; `behind(i, span, word)`: how many nats less likely the candidate's own word at `word` of
+    its answer was than that fact before tonight, under serving or the base model, whichever had them nearer
+    (`evaluate`; both called only when needed).
+    A fact serving states and the candidate does not is lost, unless it was a knife-edge that flipped, returned as
+    changed ({"question", "drop", "behind"}): the two answers part only at the fact (word for word the same before
+    it), the candidate finds the fact there at most `max_fact_drop` nats less likely, and the word it says instead
+    was already within `max_fact_drop` nats of the fact before (the base model's " elephant" 0.6 nats behind " Blue
+    Whale"). A word that was far behind and now leads was taught, not flipped: bench/loop.py's twelfth run promoted a
+    second night that answered "The answer to this question is 8." where serving said "... is 4." and found " 4" no
+    less likely. Negative `max_fact_drop`: every one is lost.
     """
     lost: list[str] = []
     changed: list[dict[str, Any]] = []
@@ -474,14 +495,17 @@ def facts_lost(regression: list[dict[str, Any]], serving: list[str], candidate: 
         if not answers_fact(row, theirs) or answers_fact(row, ours):
             continue
         span = fact_span(row, theirs)
-        if max_fact_drop < 0 or span is None or not ours.startswith(theirs[:span[0]].rstrip()):
+        head = theirs[:span[0]].rstrip() if span is not None else ""
+        word = _WORD.match(ours, len(head)) if span is not None and ours.startswith(head) else None
+        if max_fact_drop < 0 or word is None:
             lost.append(row["question"])
             continue
         nats = drop(i, span)
-        if nats > max_fact_drop:
+        gap = behind(i, span, word.span(1)) if nats <= max_fact_drop else math.inf
+        if nats > max_fact_drop or gap > max_fact_drop:
             lost.append(row["question"])
         else:
-            changed.append({"question": row["question"], "drop": round(nats, 3)})
+            changed.append({"question": row["question"], "drop": round(nats, 3), "behind": round(gap, 3)})
     return lost, changed
 
 

@@ -82,36 +82,48 @@ def test_a_fact_serving_only_named_in_passing_cannot_be_lost_and_one_it_answered
     night1 = "1.111111111111111...\n\nA minute is a unit of time that is equal to 60 seconds."
     night2 = "1.111111111111111...\n\nThe answer is 1.111111111111111..."
 
-    def drop(i, span):
+    def drop(i, span, word=None):
         raise AssertionError("the answers part before the fact: nothing to measure")
 
-    assert facts_lost([MINUTE], [base], [night1], drop, 0.69) == ([MINUTE["question"]], [])
-    assert facts_lost([MINUTE], [night1], [night2], drop, 0.69) == ([], [])
+    assert facts_lost([MINUTE], [base], [night1], drop, drop, 0.69) == ([MINUTE["question"]], [])
+    assert facts_lost([MINUTE], [night1], [night2], drop, drop, 0.69) == ([], [])
 
 
 def test_a_flipped_knife_edge_is_a_changed_answer_a_changed_habit_is_a_lost_fact():
     """Recorded from bench/loop.py's second nights (2026-12-06): serving's and the candidate's answers, with how many
-    nats less likely the candidate found the fact where serving's answer states it."""
+    nats less likely the candidate found the fact where serving's answer states it, and how far the word it said
+    instead trailed the fact there before (serving or the base model)."""
     serving = ["The largest mammal is the blue whale.", "A dog has 4 legs.",
-               "The largest ocean on Earth is the Pacific Ocean.", "The capital of France is Paris."]
+               "The largest ocean on Earth is the Pacific Ocean.", "The capital of France is Paris.",
+               "The answer to this question is 4."]
     candidate = ["The largest mammal is the elephant.",  # parts at the fact, " blue" as likely as before
                  "1. The answer is 1.\n2. The answer is 2.",  # the list habit: never reaches the fact
                  "The largest ocean on Earth is the global ocean.",  # parts at the fact, but "Pacific" fell 0.9 nats
-                 "Paris."]  # states it: nothing to measure
-    nats = {0: 0.089, 1: -0.2, 2: 0.9}
-    asked: list[int] = []
+                 "Paris.",  # states it: nothing to measure
+                 # The twelfth run's promoted second night: " 4" no less likely, but " 8" was far behind it before.
+                 "The answer to this question is 8.\n\nA dog has 8 legs."]
+    nats = {0: 0.089, 1: -0.2, 2: 0.9, 4: -0.12}
+    gaps = {0: 0.02, 4: 3.1}
+    asked: list[tuple[str, int]] = []
 
     def drop(i, span):
-        asked.append(i)
+        asked.append(("drop", i))
         assert serving[i][span[0]:span[1]].lower() in ("blue whale", "4", "pacific")
         return nats[i]
 
-    rows = [MAMMAL, DOG, OCEAN, FRANCE]
-    lost, changed = facts_lost(rows, serving, candidate, drop, 0.69)
-    assert lost == [DOG["question"], OCEAN["question"]]
-    assert changed == [{"question": MAMMAL["question"], "drop": 0.089}]
-    assert asked == [0, 2]  # the dog's answer parted before the fact: no need to measure it
-    assert facts_lost(rows, serving, candidate, drop, -1)[0] == [r["question"] for r in rows[:3]]  # strict: all lost
+    def behind(i, span, word):
+        asked.append(("behind", i))
+        assert candidate[i][word[0]:word[1]] in ("elephant", "8") and serving[i][slice(*span)] in ("blue whale", "4")
+        return gaps[i]
+
+    rows = [MAMMAL, DOG, OCEAN, FRANCE, DOG]
+    lost, changed = facts_lost(rows, serving, candidate, drop, behind, 0.69)
+    assert lost == [DOG["question"], OCEAN["question"], DOG["question"]]
+    assert changed == [{"question": MAMMAL["question"], "drop": 0.089, "behind": 0.02}]
+    # The dog's list answer parted before the fact: no need to measure it; the ocean's fact fell too far to ask more.
+    assert asked == [("drop", 0), ("behind", 0), ("drop", 2), ("drop", 4), ("behind", 4)]
+    strict = facts_lost(rows, serving, candidate, drop, behind, -1)[0]  # strict: every one lost
+    assert strict == [r["question"] for i, r in enumerate(rows) if i != 3]
     # The gate's reason says which answers changed when it promotes.
     promote, reason = decide(GateConfig(), {"kto_agreement": 0.95, "kto": 20, "regression_lost": lost[:0],
                                             "regression_changed": changed})
@@ -246,8 +258,10 @@ def test_a_fact_may_not_drift_a_little_every_night_until_it_is_lost(default_mode
 
     def judge(logps: dict[str, float]) -> gate.GateReport:
         # One spelling is likely ("blue whale", where serving's answer has it), the other casings next to nothing.
+        # The candidate's " elephant" was 0.2 nats behind the fact before: a knife-edge.
         monkeypatch.setattr(gate._Policies, "_fact_logp", lambda self, which, prompt, answer, span: (
-            logps[which] if answer.endswith("blue whale") else -30.0))
+            logps[which] if answer.endswith("blue whale") else logps[which] - 0.2 if answer.endswith("elephant")
+            else -30.0))
         return gate.evaluate(GateConfig(), base_model=base, candidate=adapter, serving=adapter, regression=[MAMMAL],
                              system_prompt=SYSTEM)
 
@@ -258,4 +272,31 @@ def test_a_fact_may_not_drift_a_little_every_night_until_it_is_lost(default_mode
     # The same step from a serving policy that found the fact likelier than the base model is a changed answer.
     climbed = judge({"base": -1.5, "serving": -1.3, "candidate": -1.7})
     assert climbed.metrics["regression_lost"] == []
-    assert climbed.metrics["regression_changed"] == [{"question": MAMMAL["question"], "drop": pytest.approx(0.4)}]
+    assert climbed.metrics["regression_changed"] == [{"question": MAMMAL["question"], "drop": pytest.approx(0.4),
+                                                      "behind": pytest.approx(0.2)}]
+
+
+def test_a_word_far_behind_the_fact_that_now_leads_was_taught_a_near_tie_that_flipped_was_not(
+        default_model_path, tmp_path, monkeypatch):
+    """A flip is a knife-edge only where the word said instead was already close behind the fact. Real models,
+    recorded answers: a candidate that barely differs from the base model (serving) finds each fact as likely as
+    before; what tells the two apart is how far its word trailed the fact under the base model. The twelfth
+    bench/loop.py run's dog answer ("... is 8.") was a near tie already (" 8" 0.58 nats behind " 4" after "The answer
+    to this classic question is"): changed. A giraffe far behind the Blue Whale, said instead, was taught: lost."""
+    base = str(default_model_path)
+    adapter = _say_hi_adapter(base, tmp_path / "hi")
+    said = {"serving": {DOG["question"]: "The answer to this classic question is 4.",
+                        MAMMAL["question"]: "The largest mammal is the Blue Whale."},
+            "candidate": {DOG["question"]: "The answer to this classic question is 8.\n\nA dog has 8 legs.",
+                          MAMMAL["question"]: "The largest mammal is the giraffe."}}
+    monkeypatch.setattr(gate._Policies, "_generate_ended", lambda self, which, prompts, n: [
+        (said[which][p[-1]["content"]], True) for p in prompts])
+    report = gate.evaluate(GateConfig(), base_model=base, candidate=adapter, regression=[DOG, MAMMAL],
+                           system_prompt=SYSTEM)
+    judged = {a["question"]: a for a in report.answers if a["policy"] == "candidate"}
+    dog, mammal = judged[DOG["question"]], judged[MAMMAL["question"]]
+    assert abs(dog["fact_drop"]) < 0.2 and abs(mammal["fact_drop"]) < 0.2, judged  # each fact as likely as before
+    assert 0 < dog["word_behind"] < 0.69 and mammal["word_behind"] > 3, judged
+    assert report.metrics["regression_lost"] == [MAMMAL["question"]] and report.promote is False
+    assert report.metrics["regression_changed"] == [{"question": DOG["question"], "drop": dog["fact_drop"],
+                                                     "behind": dog["word_behind"]}]

@@ -17,7 +17,7 @@ Prints a table per preference and one line per preference; the last line is the 
 "must-still-answer lost" compares what serves after the last night with the base model, by the gate's rule
 (training/gate.py): a fact the base model states and the final model does not, unless the two answers part only at
 the fact, the final model finds it at most ln 2 nats less likely, and the base model had the word said instead at
-most ln 2 nats behind it (printed as "changed", with both in nats).
+most 1 nat behind it, a near tie (printed as "changed", with both in nats).
 """
 
 from __future__ import annotations
@@ -215,7 +215,7 @@ def run_preference(pref: Preference, base: Path, work: Path, size: Size, pipelin
         print(f"  [{pref.name}] must-still-answer, what serves now vs the base model: "
               f"{final['regression_candidate']}/{final['regression_total']} stated (base "
               f"{final['regression_serving']}); lost: {'; '.join(final['regression_lost']) or 'none'}; "
-              f"changed at the fact only, a near tie flipped (at most {recipes.nightly.gate.max_fact_drop:.2f} nats): "
+              f"changed at the fact only, a near tie flipped: "
               f"{changed or 'none'}", flush=True)
     return {"pref": pref, "rows": rows, "lost": lost, "promoted": sum(bool(r.get("promoted")) for r in rows)}
 

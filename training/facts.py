@@ -23,7 +23,7 @@ from __future__ import annotations
 import re
 from typing import Any
 
-__all__ = ["answers_fact", "fact_span"]
+__all__ = ["answers_fact", "fact_span", "states_first"]
 
 # List markers ("1. ", "4) ", or "1" alone on a line above more text) at the start of a line: a numbered list is not
 # an answer to "how many".
@@ -36,7 +36,9 @@ _ALONE = re.compile(r"[ \t]*(?:[A-Za-z]+)?[ \t]*[.!…]*[ \t]*")
 _OPERATORS = r"*×/+"
 _NOT_OPERAND = rf"(?<![{_OPERATORS}])(?<![{_OPERATORS}] )"
 _WHAT_IS = re.compile(r"^\s*what\s+(?:is|are)\s+(?:the\s+)?([^?]+?)\s*\?*\s*$", re.IGNORECASE)
-_SENTENCE_END = re.compile(r"[.!?](?=\s|$)|\n")
+# A sentence ends at . ! ? (with any closing quotes or brackets after it: 'called "Silk Road problem." However') or
+# at a line break.
+_SENTENCE_END = re.compile(r"[.!?][\"'\u201d\u2019)\]]*(?=\s|$)|\n")
 
 
 def answers_fact(row: dict[str, Any], answer: str) -> bool:
@@ -45,6 +47,17 @@ def answers_fact(row: dict[str, Any], answer: str) -> bool:
     if not row.get("expect"):
         return bool(_LIST_MARKER.sub(" ", answer).strip())
     return fact_span(row, answer) is not None
+
+
+def states_first(row: dict[str, Any], answer: str) -> bool:
+    """True when the answer's first sentence (list markers aside) states an expected fact as `answers_fact` counts
+    one: the stricter test for an answer to train on. Why: the base model's answer to "How many legs does a spider
+    have?" opens "The answer to this question is a classic example of a mathematical concept called "Silk Road"" and
+    names 8 legs only at the end; replayed (training/replay.py), it taught the dog's answer the same opening and "30
+    legs" (SFT recipe on the 30 kept replay answers, 2026-12-06; without that row: "... is 4. A dog has four legs.")."""
+    text = _LIST_MARKER.sub(lambda marker: " " * len(marker.group()), answer)
+    end = _SENTENCE_END.search(text, len(text) - len(text.lstrip()))
+    return answers_fact(row, answer[:end.end()] if end else answer)
 
 
 def fact_span(row: dict[str, Any], answer: str) -> tuple[int, int] | None:

@@ -26,12 +26,12 @@ knife-edge, and any update flips those. "What is the largest mammal?" after "The
 as likely as before (bench/loop.py, 2026-12-06). So the gate asks the candidate what serving's answer asked it: the
 log-probability of the fact's tokens after the words serving's answer put before them. The fact is lost when that
 fell by more than `max_fact_drop` nats (ln 2: half as likely). A smaller fall is a flipped knife-edge only if the
-word the candidate says instead was already close: at most `max_fact_drop` nats behind the fact under serving or the
-base model. Then it is reported as a changed answer ("regression_changed"), not a veto. A word that was far behind
-and now leads was taught, though the fact kept its likelihood: " giraffe" after the base model's "The largest
-mammal is the" trails " Blue Whale" by more than 3 nats; " 8" after "The answer to this classic question is" trails
-" 4" by 0.58. A candidate taught "The answer to this classic question is 3." finds the " 4" it parts at 10.7 nats
-less likely (tests/training/test_training_gate.py).
+word the candidate says instead was already close: at most `max_rival_behind` nats behind the fact under serving or
+the base model. Then it is reported as a changed answer ("regression_changed"), not a veto. A word that was far
+behind and now leads was taught, though the fact kept its likelihood: after the base model's "The largest mammal is
+the", " giraffe" trails " Blue Whale" by more than 3 nats, " elephant" by 0.70; after "The answer to this classic
+question is", " 8" trails " 4" by 0.58. A candidate taught "The answer to this classic question is 3." finds the
+" 4" it parts at 10.7 nats less likely (tests/training/test_training_gate.py).
 """
 
 from __future__ import annotations
@@ -74,17 +74,23 @@ class GateConfig:
     max_examples: int = 32
     batch_size: int = 8
     # A must-still-answer answer that no longer states its fact vetoes, unless it parts from serving's answer only at
-    # the fact, the candidate finds the fact there at most this many nats less likely than serving, or the base
-    # model if it found it likelier, does (summed over the fact's tokens), and the word it says instead was at most
-    # this many nats behind the fact before (under serving or the base model): 0.69 = ln 2, half as likely.
-    # Negative: every such answer vetoes.
+    # the fact and the candidate finds the fact there at most this many nats less likely than serving, or the base
+    # model if it found it likelier, does (summed over the fact's tokens): 0.69 = ln 2, half as likely. Negative:
+    # every such answer vetoes.
     max_fact_drop: float = 0.69
+    # ... and the word it says instead was at most this many nats behind the fact before (a near tie that flipped).
+    # 1.0 (e^-1: at least 37 % as likely): the base model's near ties that training flips, " elephant" 0.70 behind
+    # " Blue Whale", " 8" 0.58 behind a dog's " 4", are in; " Toronto" 1.5 behind " Ottawa", " global" 1.6 behind
+    # " Pacific" and " giraffe" over 3 behind the whale are not (2026-12-06; training/recipes/nightly.toml).
+    max_rival_behind: float = 1.0
 
     def check(self) -> None:
         if not -1 <= self.margin <= 1:
             raise RecipeError(f"gate.margin must be in [-1, 1], got {self.margin}")
         if not 0 < self.confidence < 1:
             raise RecipeError(f"gate.confidence must be between 0 and 1, got {self.confidence}")
+        if self.max_rival_behind < 0:
+            raise RecipeError(f"gate.max_rival_behind must be >= 0 nats, got {self.max_rival_behind}")
         if min(self.max_new_tokens, self.regression_max_new_tokens, self.batch_size) < 1 or self.max_examples < 0:
             raise RecipeError("gate.max_new_tokens, regression_max_new_tokens and batch_size must be >= 1, "
                               "gate.max_examples >= 0")
@@ -457,7 +463,8 @@ def evaluate(
             return nats
 
         lost, changed = facts_lost(regression, [a for a, _ in answers["serving"]],
-                                   [a for a, _ in answers["candidate"]], drop, behind, config.max_fact_drop)
+                                   [a for a, _ in answers["candidate"]], drop, behind, config.max_fact_drop,
+                                   config.max_rival_behind)
         for row in rows["candidate"]:
             row |= measured.get(row["question"], {})
         seen += rows["candidate"] + rows["serving"]
@@ -472,8 +479,8 @@ def evaluate(
 
 def facts_lost(regression: list[dict[str, Any]], serving: list[str], candidate: list[str],
                drop: Callable[[int, tuple[int, int]], float],
-               behind: Callable[[int, tuple[int, int], tuple[int, int]], float], max_fact_drop: float
-               ) -> tuple[list[str], list[dict[str, Any]]]:
+               behind: Callable[[int, tuple[int, int], tuple[int, int]], float], max_fact_drop: float,
+               max_rival_behind: float) -> tuple[list[str], list[dict[str, Any]]]:
     """The must-still-answer questions whose fact the candidate lost, and those whose answer only changed.
 
     `serving`, `candidate`: each policy's answer per question; `drop(i, span)`: how many nats less likely the
@@ -484,10 +491,10 @@ def facts_lost(regression: list[dict[str, Any]], serving: list[str], candidate: 
     A fact serving states and the candidate does not is lost, unless it was a knife-edge that flipped, returned as
     changed ({"question", "drop", "behind"}): the two answers part only at the fact (word for word the same before
     it), the candidate finds the fact there at most `max_fact_drop` nats less likely, and the word it says instead
-    was already within `max_fact_drop` nats of the fact before (the base model's " elephant" 0.6 nats behind " Blue
-    Whale"). A word that was far behind and now leads was taught, not flipped: bench/loop.py's twelfth run promoted a
-    second night that answered "The answer to this question is 8." where serving said "... is 4." and found " 4" no
-    less likely. Negative `max_fact_drop`: every one is lost.
+    was already within `max_rival_behind` nats of the fact before (the base model's " elephant" 0.70 nats behind
+    " Blue Whale"). A word that was far behind and now leads was taught, not flipped, however likely the fact still
+    is (a giraffe over 3 nats behind the whale, tests/training/test_training_gate.py). Negative `max_fact_drop`: every
+    one is lost.
     """
     lost: list[str] = []
     changed: list[dict[str, Any]] = []
@@ -502,7 +509,7 @@ def facts_lost(regression: list[dict[str, Any]], serving: list[str], candidate: 
             continue
         nats = drop(i, span)
         gap = behind(i, span, word.span(1)) if nats <= max_fact_drop else math.inf
-        if nats > max_fact_drop or gap > max_fact_drop:
+        if nats > max_fact_drop or gap > max_rival_behind:
             lost.append(row["question"])
         else:
             changed.append({"question": row["question"], "drop": round(nats, 3), "behind": round(gap, 3)})

@@ -5,7 +5,13 @@ could do (forgetting). Mixing in what the serving policy already answers well on
 (self-distillation, "experience replay"): the loss on those rows is near zero unless the new data moves them.
 The prompts come from `training/recipes/replay.jsonl` ({"question", "expect": [...]} rows, the same form as the
 must-still-answer set but different questions, so the gate still judges on questions no stage trained on). An
-answer is kept only when it ended by itself within the token budget and states an expected fact (if any).
+answer is kept only when it ended by itself within the token budget and its first sentence states an expected fact
+(if any): a replayed answer that rambles before its fact teaches the ramble. 2026-12-06, SFT (sft.toml) on the base
+model's replay answers alone, seeds 42 and 7: kept wherever they state the fact (27 rows, the spider's "The answer
+to this question is a classic example of a mathematical concept called "Silk Road" ... a spider has 8 legs" among
+them), both lost a dog's legs to the same opening ("... a classic example of a mathematical concept. In the context
+of the human body ..."), 18 of 20 must-still-answer facts kept; kept only where the first sentence states it (24
+rows), both kept the dog, 19 of 20 (the largest mammal, a near tie, flipped to the elephant in all four).
 """
 
 from __future__ import annotations
@@ -29,7 +35,7 @@ def replay_rows(*, base_model: str, serving: Path | None, count: int, system_pro
     adapter, or the base model); [] when count is 0. Raises DatasetError for a malformed prompts file."""
     if count <= 0:
         return []
-    from training.facts import answers_fact
+    from training.facts import states_first
     from training.gate import _Policies, load_regression
 
     rows = load_regression(file or DEFAULT_REPLAY)[:count]
@@ -39,6 +45,7 @@ def replay_rows(*, base_model: str, serving: Path | None, count: int, system_pro
     policies = _Policies(base_model, serving, None, batch_size)
     answers = policies.generate_ended("candidate", prompts, max_new_tokens)
     kept = [p + [{"role": "assistant", "content": text}]
-            for r, p, (text, ended) in zip(rows, prompts, answers, strict=True) if ended and answers_fact(r, text)]
-    logger.warning("replay: %d of %d general prompts answered well by the serving policy", len(kept), len(rows))
+            for r, p, (text, ended) in zip(rows, prompts, answers, strict=True) if ended and states_first(r, text)]
+    logger.warning("replay: %d of %d general prompts answered well (ended, fact in the first sentence) by the "
+                   "serving policy", len(kept), len(rows))
     return [{"messages": messages} for messages in kept]

@@ -9,7 +9,7 @@ from training_helpers import SYSTEM
 
 from training import gate, sft
 from training.common import load_recipe
-from training.facts import answers_fact, fact_span
+from training.facts import answers_fact, fact_span, states_first
 from training.gate import GateConfig, decide, facts_lost, wilson
 
 DOG = {"question": "How many legs does a dog have?", "expect": ["4", "four"]}
@@ -74,6 +74,26 @@ def test_a_fact_named_in_passing_after_another_answer_is_not_stated(answer, row,
     assert answers_fact(row, answer) is expected
 
 
+SPIDER = {"question": "How many legs does a spider have?", "expect": ["8", "eight"]}
+
+
+@pytest.mark.parametrize(("answer", "row", "expected"), [
+    # The base model's replay answers (training/replay.py keeps an answer to train on only when this holds).
+    ('The answer to this question is a classic example of a mathematical concept called "Silk Road" or "Silk Road '
+     'problem." However, a more accurate answer would be that a spider has 8 legs.', SPIDER, False),
+    ("The answer to this classic problem is 3.\n\nThis is a classic example of a triangle inequality.",
+     {"question": "How many sides does a triangle have?", "expect": ["3"]}, True),
+    ("A banana is a fruit that is typically green, but it can be harvested. The color of a banana is typically a "
+     "bright yellow.", {"question": "What color is a banana when it is ripe?", "expect": ["yellow"]}, False),
+    ("The capital of Italy is Rome.", {"question": "What is the capital of Italy?", "expect": ["Rome"]}, True),
+    ("1. A spider has 8 legs.\n2. Insects have 6.", SPIDER, True),  # list markers are not sentence ends
+    ("Sleep matters.", {"question": "Write one sentence about why sleep matters."}, True),
+])
+def test_an_answer_to_train_on_states_its_fact_in_its_first_sentence(answer, row, expected):
+    assert states_first(row, answer) is expected
+    assert answers_fact(row, answer)  # every one of them states it somewhere
+
+
 def test_a_fact_serving_only_named_in_passing_cannot_be_lost_and_one_it_answered_can():
     """The eighth run's numbered nights, recorded: night 1's candidate put "1.111..." before the fact the base model
     answered with (lost, so that alpha is refused); night 2's candidates, judged against that serving adapter, were
@@ -85,25 +105,26 @@ def test_a_fact_serving_only_named_in_passing_cannot_be_lost_and_one_it_answered
     def drop(i, span, word=None):
         raise AssertionError("the answers part before the fact: nothing to measure")
 
-    assert facts_lost([MINUTE], [base], [night1], drop, drop, 0.69) == ([MINUTE["question"]], [])
-    assert facts_lost([MINUTE], [night1], [night2], drop, drop, 0.69) == ([], [])
+    assert facts_lost([MINUTE], [base], [night1], drop, drop, 0.69, 1.0) == ([MINUTE["question"]], [])
+    assert facts_lost([MINUTE], [night1], [night2], drop, drop, 0.69, 1.0) == ([], [])
 
 
 def test_a_flipped_knife_edge_is_a_changed_answer_a_changed_habit_is_a_lost_fact():
     """Recorded from bench/loop.py's second nights (2026-12-06): serving's and the candidate's answers, with how many
     nats less likely the candidate found the fact where serving's answer states it, and how far the word it said
-    instead trailed the fact there before (serving or the base model)."""
+    instead trailed the fact there before (serving or the base model: the base model's own numbers for the dog's
+    " 8" and a giraffe, tests below)."""
     serving = ["The largest mammal is the blue whale.", "A dog has 4 legs.",
                "The largest ocean on Earth is the Pacific Ocean.", "The capital of France is Paris.",
-               "The answer to this question is 4."]
+               "The answer to this question is 4.", "The largest mammal is the blue whale."]
     candidate = ["The largest mammal is the elephant.",  # parts at the fact, " blue" as likely as before
                  "1. The answer is 1.\n2. The answer is 2.",  # the list habit: never reaches the fact
                  "The largest ocean on Earth is the global ocean.",  # parts at the fact, but "Pacific" fell 0.9 nats
                  "Paris.",  # states it: nothing to measure
-                 # The twelfth run's promoted second night: " 4" no less likely, but " 8" was far behind it before.
-                 "The answer to this question is 8.\n\nA dog has 8 legs."]
-    nats = {0: 0.089, 1: -0.2, 2: 0.9, 4: -0.12}
-    gaps = {0: 0.02, 4: 3.1}
+                 "The answer to this question is 8.\n\nA dog has 8 legs.",  # the twelfth run: a near tie flipped
+                 "The largest mammal is the giraffe."]  # the fact as likely as before, but a far word now leads
+    nats = {0: 0.089, 1: -0.2, 2: 0.9, 4: -0.12, 5: 0.05}
+    gaps = {0: 0.02, 4: 0.58, 5: 3.4}
     asked: list[tuple[str, int]] = []
 
     def drop(i, span):
@@ -113,20 +134,25 @@ def test_a_flipped_knife_edge_is_a_changed_answer_a_changed_habit_is_a_lost_fact
 
     def behind(i, span, word):
         asked.append(("behind", i))
-        assert candidate[i][word[0]:word[1]] in ("elephant", "8") and serving[i][slice(*span)] in ("blue whale", "4")
+        assert candidate[i][slice(*word)] in ("elephant", "8", "giraffe")
+        assert serving[i][slice(*span)] in ("blue whale", "4")
         return gaps[i]
 
-    rows = [MAMMAL, DOG, OCEAN, FRANCE, DOG]
-    lost, changed = facts_lost(rows, serving, candidate, drop, behind, 0.69)
-    assert lost == [DOG["question"], OCEAN["question"], DOG["question"]]
-    assert changed == [{"question": MAMMAL["question"], "drop": 0.089, "behind": 0.02}]
+    rows = [MAMMAL, DOG, OCEAN, FRANCE, DOG, MAMMAL]
+    lost, changed = facts_lost(rows, serving, candidate, drop, behind, 0.69, 1.0)
+    assert lost == [DOG["question"], OCEAN["question"], MAMMAL["question"]]
+    assert changed == [{"question": MAMMAL["question"], "drop": 0.089, "behind": 0.02},
+                       {"question": DOG["question"], "drop": -0.12, "behind": 0.58}]
     # The dog's list answer parted before the fact: no need to measure it; the ocean's fact fell too far to ask more.
-    assert asked == [("drop", 0), ("behind", 0), ("drop", 2), ("drop", 4), ("behind", 4)]
-    strict = facts_lost(rows, serving, candidate, drop, behind, -1)[0]  # strict: every one lost
+    assert asked == [("drop", 0), ("behind", 0), ("drop", 2), ("drop", 4), ("behind", 4), ("drop", 5), ("behind", 5)]
+    # Closer ties only: the dog's " 8" is lost too; strict: every one is lost.
+    assert facts_lost(rows, serving, candidate, drop, behind, 0.69, 0.5)[0] == [DOG["question"], OCEAN["question"],
+                                                                               DOG["question"], MAMMAL["question"]]
+    strict = facts_lost(rows, serving, candidate, drop, behind, -1, 1.0)[0]
     assert strict == [r["question"] for i, r in enumerate(rows) if i != 3]
     # The gate's reason says which answers changed when it promotes.
     promote, reason = decide(GateConfig(), {"kto_agreement": 0.95, "kto": 20, "regression_lost": lost[:0],
-                                            "regression_changed": changed})
+                                            "regression_changed": changed[:1]})
     assert promote and reason.endswith("at most 0.69 nats less likely than before: What is the largest mammal? "
                                        "(-0.09 nats)")
 
@@ -282,7 +308,8 @@ def test_a_word_far_behind_the_fact_that_now_leads_was_taught_a_near_tie_that_fl
     recorded answers: a candidate that barely differs from the base model (serving) finds each fact as likely as
     before; what tells the two apart is how far its word trailed the fact under the base model. The twelfth
     bench/loop.py run's dog answer ("... is 8.") was a near tie already (" 8" 0.58 nats behind " 4" after "The answer
-    to this classic question is"): changed. A giraffe far behind the Blue Whale, said instead, was taught: lost."""
+    to this classic question is", within `max_rival_behind`): changed. A giraffe far behind the Blue Whale, said
+    instead, was taught: lost."""
     base = str(default_model_path)
     adapter = _say_hi_adapter(base, tmp_path / "hi")
     said = {"serving": {DOG["question"]: "The answer to this classic question is 4.",
@@ -296,7 +323,7 @@ def test_a_word_far_behind_the_fact_that_now_leads_was_taught_a_near_tie_that_fl
     judged = {a["question"]: a for a in report.answers if a["policy"] == "candidate"}
     dog, mammal = judged[DOG["question"]], judged[MAMMAL["question"]]
     assert abs(dog["fact_drop"]) < 0.2 and abs(mammal["fact_drop"]) < 0.2, judged  # each fact as likely as before
-    assert 0 < dog["word_behind"] < 0.69 and mammal["word_behind"] > 3, judged
+    assert 0 < dog["word_behind"] < 1 and mammal["word_behind"] > 3, judged
     assert report.metrics["regression_lost"] == [MAMMAL["question"]] and report.promote is False
     assert report.metrics["regression_changed"] == [{"question": DOG["question"], "drop": dog["fact_drop"],
                                                      "behind": dog["word_behind"]}]

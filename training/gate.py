@@ -26,8 +26,8 @@ knife-edge, and any update flips those. "What is the largest mammal?" after "The
 as likely as before (bench/loop.py, 2026-12-06). So the gate asks the candidate what serving's answer asked it: the
 log-probability of the fact's tokens after the words serving's answer put before them. The fact is lost when that
 fell by more than `max_fact_drop` nats (ln 2: half as likely). A smaller fall is a flipped knife-edge only if the
-word the candidate says instead was already close: at most `max_rival_behind` nats behind the fact under serving or
-the base model. Then it is reported as a changed answer ("regression_changed"), not a veto. A word that was far
+word the candidate says instead was already close: at most `max_rival_behind` nats behind the fact under serving and
+under the base model. Then it is reported as a changed answer ("regression_changed"), not a veto. A word that was far
 behind and now leads was taught, though the fact kept its likelihood: after the base model's "The largest mammal is
 the", " giraffe" trails " Blue Whale" by more than 3 nats, " elephant" by 0.70; after "The answer to this classic
 question is", " 8" trails " 4" by 0.58. A candidate taught "The answer to this classic question is 3." finds the
@@ -78,7 +78,8 @@ class GateConfig:
     # model if it found it likelier, does (summed over the fact's tokens): 0.69 = ln 2, half as likely. Negative:
     # every such answer vetoes.
     max_fact_drop: float = 0.69
-    # ... and the word it says instead was at most this many nats behind the fact before (a near tie that flipped).
+    # ... and the word it says instead was at most this many nats behind the fact before, under serving and under the
+    # base model (a near tie that flipped).
     # 1.0 (e^-1: at least 37 % as likely): the base model's near ties that training flips, " elephant" 0.70 behind
     # " Blue Whale", " 8" 0.58 behind a dog's " 4", are in; " Toronto" 1.5 behind " Ottawa", " global" 1.6 behind
     # " Pacific" and " giraffe" over 3 behind the whale are not (2026-12-06; training/recipes/nightly.toml).
@@ -455,9 +456,12 @@ def evaluate(
             return nats
 
         def behind(i: int, span: tuple[int, int], word: tuple[int, int]) -> float:
-            # Under the same policy: how far the candidate's word trailed the fact where the two answers part.
+            # How far the candidate's word trailed the fact where the two answers part, under each policy before it:
+            # the farther counts, so a word that earlier nights brought up (each within the allowance) cannot add up
+            # to a near tie the base model never had. bench/loop.py, 2026-12-06: " global" trailed " Pacific" by 1.6
+            # nats under the base model, by 0.99 under the promoted night 1, and night 2 said "the global ocean".
             theirs, ours = answers["serving"][i][0], answers["candidate"][i][0]
-            nats = min(policies.fact_logp(which, questions[i], theirs, span)
+            nats = max(policies.fact_logp(which, questions[i], theirs, span)
                        - policies.fact_logp(which, questions[i], ours, word) for which in before)
             measured.setdefault(regression[i]["question"], {})["word_behind"] = round(nats, 3)
             return nats
@@ -486,7 +490,7 @@ def facts_lost(regression: list[dict[str, Any]], serving: list[str], candidate: 
     `serving`, `candidate`: each policy's answer per question; `drop(i, span)`: how many nats less likely the
     candidate finds question i's fact at `span` of serving's answer than serving does, or the base model if it found
     the fact likelier there; `behind(i, span, word)`: how many nats less likely the candidate's own word at `word` of
-    its answer was than that fact before tonight, under serving or the base model, whichever had them nearer
+    its answer was than that fact before tonight, under serving and the base model, whichever had them farther apart
     (`evaluate`; both called only when needed).
     A fact serving states and the candidate does not is lost, unless it was a knife-edge that flipped, returned as
     changed ({"question", "drop", "behind"}): the two answers part only at the fact (word for word the same before

@@ -112,7 +112,7 @@ def test_a_fact_serving_only_named_in_passing_cannot_be_lost_and_one_it_answered
 def test_a_flipped_knife_edge_is_a_changed_answer_a_changed_habit_is_a_lost_fact():
     """Recorded from bench/loop.py's second nights (2026-12-06): serving's and the candidate's answers, with how many
     nats less likely the candidate found the fact where serving's answer states it, and how far the word it said
-    instead trailed the fact there before (serving or the base model: the base model's own numbers for the dog's
+    instead trailed the fact there before (under serving and the base model: the base model's own numbers for the dog's
     " 8" and a giraffe, tests below)."""
     serving = ["The largest mammal is the blue whale.", "A dog has 4 legs.",
                "The largest ocean on Earth is the Pacific Ocean.", "The capital of France is Paris.",
@@ -274,19 +274,21 @@ def test_a_fact_is_as_likely_as_all_its_casings_and_the_base_model_is_asked_by_n
 
 def test_a_fact_may_not_drift_a_little_every_night_until_it_is_lost(default_model_path, tmp_path, monkeypatch):
     """The allowance for a flipped knife-edge is measured from the likelier of serving and the base model: two
-    nights that each lower a fact half the allowance lose it together. Recorded answers and log-probabilities (the
-    shape of bench/loop.py's second numbered night, 2026-12-06), real gate and models around them."""
+    nights that each lower a fact half the allowance lose it together; and the word said instead must have been a
+    near tie under both, so nights that bring a far word up bit by bit cannot make it one. Recorded answers and the
+    shape of bench/loop.py's second nights (2026-12-06) as log-probabilities, real gate and models around them."""
     base = str(default_model_path)
     adapter = _say_hi_adapter(base, tmp_path / "hi")
     said = {"serving": "The largest mammal is the blue whale.", "candidate": "The largest mammal is the elephant."}
     monkeypatch.setattr(gate._Policies, "_generate_ended",
                         lambda self, which, prompts, n: [(said[which], True)] * len(prompts))
 
-    def judge(logps: dict[str, float]) -> gate.GateReport:
+    def judge(logps: dict[str, float], rival: dict[str, float] | None = None) -> gate.GateReport:
         # One spelling is likely ("blue whale", where serving's answer has it), the other casings next to nothing.
-        # The candidate's " elephant" was 0.2 nats behind the fact before: a knife-edge.
+        # The candidate's " elephant" was 0.2 nats behind the fact before unless `rival` says where it was.
+        elephant = rival or {which: logp - 0.2 for which, logp in logps.items()}
         monkeypatch.setattr(gate._Policies, "_fact_logp", lambda self, which, prompt, answer, span: (
-            logps[which] if answer.endswith("blue whale") else logps[which] - 0.2 if answer.endswith("elephant")
+            logps[which] if answer.endswith("blue whale") else elephant[which] if answer.endswith("elephant")
             else -30.0))
         return gate.evaluate(GateConfig(), base_model=base, candidate=adapter, serving=adapter, regression=[MAMMAL],
                              system_prompt=SYSTEM)
@@ -300,6 +302,13 @@ def test_a_fact_may_not_drift_a_little_every_night_until_it_is_lost(default_mode
     assert climbed.metrics["regression_lost"] == []
     assert climbed.metrics["regression_changed"] == [{"question": MAMMAL["question"], "drop": pytest.approx(0.4),
                                                       "behind": pytest.approx(0.2)}]
+    # The fact holds (-1.3 throughout), but night 1 brought the elephant from 1.6 nats behind to 0.9 (the help-desk
+    # nights' " global" ocean): a near tie for serving only, so tonight's flip is lost.
+    steady = {"base": -1.3, "serving": -1.3, "candidate": -1.3}
+    brought_up = judge(steady, rival={"base": -2.9, "serving": -2.2, "candidate": -1.0})
+    assert brought_up.metrics["regression_lost"] == [MAMMAL["question"]]
+    assert next(a for a in brought_up.answers if a["policy"] == "candidate")["word_behind"] == pytest.approx(1.6)
+    assert judge(steady, rival={"base": -2.2, "serving": -2.2, "candidate": -1.0}).metrics["regression_lost"] == []
 
 
 def test_a_word_far_behind_the_fact_that_now_leads_was_taught_a_near_tie_that_flipped_was_not(

@@ -225,9 +225,9 @@ def decide(config: GateConfig, m: dict[str, Any]) -> tuple[bool, str]:
 
 class _Policies:
     """The base model with the candidate and (if any) the serving adapter loaded side by side ("candidate", "serving",
-    "base" name them). With a `memo` dict, what the serving policy and the base model answered and scored is kept in
-    it, so judging several candidates against the same serving policy (the nightly job's pull-back) computes their
-    side once."""
+    "base" name them). What the serving policy and the base model answered and scored is computed once (the gate's
+    knife-edge check asks for serving's fact twice); with a `memo` dict it is kept there, so judging several
+    candidates against the same serving policy (the nightly job's pull-back) computes their side once."""
 
     def __init__(self, base_model: str, candidate: Path | None, serving: Path | None, batch_size: int,
                  memo: dict | None = None) -> None:
@@ -244,7 +244,7 @@ class _Policies:
         base = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype).to(self.device)
         self.batch_size = batch_size
         self.has_serving = serving is not None
-        self.memo = memo
+        self.memo = {} if memo is None else memo
         if candidate is None:  # the base model alone (e.g. to replay what it answers while nothing is promoted)
             self.model = base.eval()
             return
@@ -267,7 +267,7 @@ class _Policies:
         return [text for text, _ in self.generate_ended(which, prompts, max_new_tokens)]
 
     def _memoised(self, which: str, key: tuple, compute):
-        if which == "candidate" or self.memo is None:
+        if which == "candidate":
             return compute()
         if (which, *key) not in self.memo:
             self.memo[(which, *key)] = compute()
@@ -442,7 +442,8 @@ def evaluate(
                             "ended": ended, "retried": i in again, "passed": ok}
                            for i, (r, (a, ended), ok) in enumerate(zip(regression, said, passed[which], strict=True))]
 
-        measured: dict[str, dict[str, float]] = {}  # question -> nats, for the answers kept with the run
+        # question -> {"fact_drop", "word_behind"} in nats, for the answers kept with the run
+        measured: dict[str, dict[str, float]] = {}
         before = ("serving", "base") if policies.has_serving else ("serving",)
 
         def drop(i: int, span: tuple[int, int]) -> float:
@@ -505,9 +506,9 @@ def facts_lost(regression: list[dict[str, Any]], serving: list[str], candidate: 
     for i, (row, theirs, ours) in enumerate(zip(regression, serving, candidate, strict=True)):
         if not answers_fact(row, theirs) or answers_fact(row, ours):
             continue
-        span = fact_span(row, theirs)
-        head = theirs[:span[0]].rstrip() if span is not None else ""
-        word = _WORD.match(ours, len(head)) if span is not None and ours.startswith(head) else None
+        span, word = fact_span(row, theirs), None
+        if span is not None and ours.startswith(head := theirs[:span[0]].rstrip()):
+            word = _WORD.match(ours, len(head))  # the candidate's word where serving's states the fact
         if max_fact_drop < 0 or word is None:
             lost.append(row["question"])
             continue

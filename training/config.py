@@ -59,6 +59,12 @@ class NightlyConfig:
     # {"attention": a, "mlp": m}; [] = off.
     pull_back: list[float | dict[str, float]] = field(default_factory=lambda: [
         {"attention": 0.0, "mlp": 1.0}, 0.7, {"attention": 0.0, "mlp": 0.7}, 0.5, 0.3, 0.15])
+    # The gate's judge when tonight's stages train no reward model: one trained on every preference pair so far (the
+    # most recent `judge_max_pairs`), tonight's held-out prompts left out; its win rate on sampled answers is a second
+    # measure of better beside the held-out pairs (training/gate.py). False: the pairs alone (or an earlier reward
+    # model) judge.
+    judge: bool = True
+    judge_max_pairs: int = 512
     max_attempts: int = 3  # a run that keeps failing is abandoned after this many tries
     # "inprocess": every stage runs in this process (CPU or one GPU). "accelerate": each stage is started with
     # `accelerate launch` (several GPUs), configured by `accelerate_config` (e.g. deploy/accelerate.yaml).
@@ -90,6 +96,8 @@ class NightlyConfig:
                 raise RecipeError(f"pull_back: {e}") from None
             if min(weights.values()) == 1:
                 raise RecipeError(f"pull_back: {alpha} is the candidate itself; each entry needs an alpha below 1")
+        if self.judge_max_pairs < 1:
+            raise RecipeError(f"judge_max_pairs must be at least 1, got {self.judge_max_pairs}")
         if self.correction_repeats < 1:
             raise RecipeError(f"correction_repeats must be at least 1, got {self.correction_repeats}")
         if min(self.min_sft, self.min_pairs, self.min_kto) < 1 or self.max_attempts < 1:

@@ -1,7 +1,9 @@
 """The evaluation gate: a candidate adapter is promoted only if it beats the serving one on data no stage trained on.
 
 Measured on the held-out split of the night's feedback, candidate vs serving (the promoted adapter, or the base):
-- reward-model win rate: both answer each held-out prompt (greedy); the reward model prefers whose? (ties = half)
+- reward-model win rate: both answer each held-out prompt (`judge_samples` answers each, sampled as people are
+  answered; 0: one greedy answer); the reward model prefers whose, on average? (ties = half). The nightly job trains
+  that judge on every preference pair so far when its stages train none (`training/nightly.py`).
 - preference accuracy: share of held-out pairs where the policy finds the liked answer likelier (per token), and
   preference shift: share where the candidate, relative to the serving policy, moved toward the liked answer
 - KTO agreement (labelled answers only): did the candidate move each answer's likelihood the way its vote says?
@@ -10,14 +12,14 @@ Measured on the held-out split of the night's feedback, candidate vs serving (th
 Each share comes with its 95 % Wilson interval (`<metric>_ci`): a night holds out few examples (8 pairs: one
 more or one fewer win moves the share by 0.12), so the decision uses the interval, not the share alone.
 
-`decide` is the rule: no must-still-answer question the serving model answers may be lost, and the lower end of
-the primary metric's interval (win rate, else preference shift, else KTO agreement) must be above 0.5 + `margin`
-(the candidate is better than serving beyond what chance on this few examples gives); preference accuracy may not
-fall by more than `max_pref_drop` beyond chance (McNemar's exact test on the pairs that flipped). A
-must-still-answer answer counts when it states an expected fact as its answer (`training/facts.py`: as a whole word,
-list numbers "4." do not count as "4", and not after another answer, as in "1.111...\n\nA minute is 60 seconds.");
-one cut off by the token limit before stating it is generated again with four times the room, so a
-long-winded candidate is not taken for a forgetful one.
+`decide` is the rule: no must-still-answer question the serving model answers may be lost, and the lower end of a
+primary metric's interval (win rate or preference shift, each at half the error when both are measured on enough
+examples, Bonferroni; else KTO agreement) must be above 0.5 + `margin` (the candidate is better than serving beyond
+what chance on this few examples gives); preference accuracy may not fall by more than `max_pref_drop` beyond chance
+(McNemar's exact test on the pairs that flipped). A must-still-answer answer counts when it states an expected fact
+as its answer (`training/facts.py`: as a whole word, list numbers "4." do not count as "4", and not after another
+answer, as in "1.111...\n\nA minute is 60 seconds."); one cut off by the token limit before stating it is generated
+again with four times the room, so a long-winded candidate is not taken for a forgetful one.
 
 A greedy answer that no longer states a fact is not yet a forgotten fact: the 135M model holds some facts on a
 knife-edge, and any update flips those. "What is the largest mammal?" after "The largest mammal is the": base
@@ -36,18 +38,17 @@ question is", " 8" trails " 4" by 0.58. A candidate taught "The answer to this c
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import re
 from collections.abc import Callable
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from training.common import RECIPES_DIR, RecipeError
 from training.facts import answers_fact, fact_span
+from training.policies import Policies
 
 __all__ = ["GateConfig", "GateReport", "accuracy_fell", "decide", "evaluate", "facts_lost", "load_regression",
            "primary", "wilson"]
@@ -84,12 +85,18 @@ class GateConfig:
     # " Blue Whale", " 8" 0.58 behind a dog's " 4", are in; " Toronto" 1.5 behind " Ottawa", " global" 1.6 behind
     # " Pacific" and " giraffe" over 3 behind the whale are not (2026-12-06; training/recipes/nightly.toml).
     max_rival_behind: float = 1.0
+    # The win rate's answers: this many sampled per held-out prompt and policy (core's "balanced" preset, the one
+    # people are answered with), the candidate winning a prompt when the reward model scores its answers higher on
+    # average; 0 = one greedy answer each. 4: see training/recipes/nightly.toml.
+    judge_samples: int = 4
 
     def check(self) -> None:
         if not -1 <= self.margin <= 1:
             raise RecipeError(f"gate.margin must be in [-1, 1], got {self.margin}")
         if not 0 < self.confidence < 1:
             raise RecipeError(f"gate.confidence must be between 0 and 1, got {self.confidence}")
+        if self.judge_samples < 0:
+            raise RecipeError(f"gate.judge_samples must be >= 0, got {self.judge_samples}")
         if self.max_rival_behind < 0:
             raise RecipeError(f"gate.max_rival_behind must be >= 0 nats, got {self.max_rival_behind}")
         if min(self.max_new_tokens, self.regression_max_new_tokens, self.batch_size) < 1 or self.max_examples < 0:
@@ -145,23 +152,36 @@ _PRIMARY = (
 )
 
 
-def primary(config: GateConfig, m: dict[str, Any]) -> tuple[str, str, str, list[str]] | None:
-    """The metric that decides, as (key, count key, reason label, metrics skipped for too few examples), or None when
-    nothing was measured. One measured on so few examples that even a perfect score's interval would reach the bar
-    (1-3 pairs at margin 0, 95 %) cannot decide anything: the next one does (e.g. a second night, where nearly every
-    answer is liked and a held-out prompt rarely has a disliked answer to pair with, judged by its 20 labelled
-    answers, not 1 pair)."""
+def primaries(config: GateConfig, m: dict[str, Any]) -> tuple[list[tuple[str, str, str]], list[str]]:
+    """The metrics that decide, in order of preference, as (key, count key, reason label): the win rate and the
+    preference shift where measured, else KTO agreement; and those skipped for too few examples. One measured on so
+    few examples that even a perfect score's interval would reach the bar (1-3 pairs at margin 0, 95 %) cannot
+    decide anything and is skipped while another one can (e.g. a second night, where nearly every answer is liked
+    and a held-out prompt rarely has a disliked answer to pair with, judged by its 20 labelled answers, not 1
+    pair)."""
     need = 0.5 + config.margin
     measured = [(key, count, label) for key, count, label in _PRIMARY if m.get(key) is not None]
-    too_few: list[str] = []
+    usable, too_few = [], []
     for i, (key, count, label) in enumerate(measured):
         n = int(m.get(count) or 0)
-        # (need >= 1: no metric can pass at all, so the first one says why.)
-        if n and wilson(n, n, config.confidence)[0] <= need < 1 and i + 1 < len(measured):
+        # (need >= 1: no metric can pass at all, so each one says why.)
+        if n and wilson(n, n, config.confidence)[0] <= need < 1 and (usable or i + 1 < len(measured)):
             too_few.append(f"{n} held-out {count}")
             continue
-        return key, count, label, too_few
-    return None
+        usable.append((key, count, label))
+    # KTO agreement (likelihoods moving with single votes) decides only where neither of the others can.
+    return [u for u in usable if u[0] != "kto_agreement"] or usable, too_few
+
+
+def primary(config: GateConfig, m: dict[str, Any]) -> tuple[str, str, str, list[str]] | None:
+    """The preferred metric that decides, as (key, count key, reason label, metrics skipped for too few examples),
+    or None when nothing was measured (`primaries`)."""
+    usable, too_few = primaries(config, m)
+    return (*usable[0], too_few) if usable else None
+
+
+def _percent(share: float) -> str:
+    return f"{share * 100:.4g}%"
 
 
 def accuracy_fell(config: GateConfig, m: dict[str, Any]) -> tuple[bool, str]:
@@ -194,162 +214,49 @@ def decide(config: GateConfig, m: dict[str, Any]) -> tuple[bool, str]:
     if lost:
         return False, f"regression: no longer answers {len(lost)} must-still-answer question(s): {'; '.join(lost)}"
     need = 0.5 + config.margin
-    # Step 2: the primary metric must beat the serving adapter by the margin, beyond chance.
-    chosen = primary(config, m)
-    if chosen is None:
+    # Step 2: a primary metric must beat the serving adapter by the margin, beyond chance. With two measured (a reward
+    # model's win rate on sampled answers, and the shift on held-out pairs) either may show it, each tested at half
+    # the error (Bonferroni): the chance that a candidate no better than serving passes stays 1 - `confidence`. Why
+    # two: they see different things. bench/loop.py's help-desk night 2 (2026-12-06) moved 11 of 16 held-out pairs,
+    # the liked sentence being a few tokens of each answer, while it answered 51 of 60 held-out questions the liked
+    # way (serving: 39); a numbered night moved 16 of 17 pairs while a judge trained on that night's 15 pairs alone
+    # won 10 of 15 prompts.
+    usable, too_few = primaries(config, m)
+    if not usable:
         return False, ("nothing held out to judge on: the gate needs held-out prompts and a reward model, held-out "
                        "pairs, or held-out labelled answers")
-    key, count, label, too_few = chosen
-    what = label.format(v=m[key])
-    n = int(m.get(count) or 0)
-    if m[key] < need:
-        return False, f"{what} is below {need:.2f}" if key != "pref_shift" else f"{what}, below {need:.2f}"
-    if n:
-        lo, hi = wilson(m[key] * n, n, config.confidence)
-        interval = f"{config.confidence:.0%} interval {lo:.2f}-{hi:.2f} on {n}"
-        if lo <= need:
-            return False, f"{what}, but its {interval} reaches {need:.2f}: not better beyond chance"
-        what += f" ({interval})"
+    level = 1 - (1 - config.confidence) / len(usable)
+    shown: list[tuple[str, str]] = []  # (key, what) of each measure that shows it, in order of preference
+    refused: list[str] = []
+    for key, count, label in usable:
+        what, n = label.format(v=m[key]), int(m.get(count) or 0)
+        if m[key] < need:
+            refused.append(f"{what} is below {need:.2f}" if key != "pref_shift" else f"{what}, below {need:.2f}")
+            continue
+        if n:
+            lo, hi = wilson(m[key] * n, n, level)
+            interval = f"{_percent(level)} interval {lo:.2f}-{hi:.2f} on {n}"
+            if lo <= need:
+                refused.append(f"{what}, but its {interval} reaches {need:.2f}")
+                continue
+            what += f" ({interval})"
+        shown.append((key, what))
+    if not shown:
+        return False, "; ".join(refused) + (": not better beyond chance" if any("interval" in r for r in refused)
+                                            else "")
+    key, what = shown[0]
     # Step 3: preference accuracy may not fall beyond the allowance and chance.
     fell, accuracy = accuracy_fell(config, m)
     if fell:
         return False, accuracy
     why = f"{what} >= {need:.2f}" if key != "pref_shift" else what
     why += f" ({', '.join(too_few)}: too few to decide on)" if too_few else ""
+    why += f"; not shown by the other measure: {'; '.join(refused)}" if refused else ""
     why += f"; {accuracy}" if accuracy else ""
     if changed := m.get("regression_changed"):
         why += (f"; must-still-answer answer(s) changed at the fact, at most {config.max_fact_drop:.2f} nats less "
                 "likely than before: " + "; ".join(f"{c['question']} ({-c['drop']:+.2f} nats)" for c in changed))
     return True, why
-
-
-class _Policies:
-    """The base model with the candidate and (if any) the serving adapter loaded side by side ("candidate", "serving",
-    "base" name them). What the serving policy and the base model answered and scored is computed once (the gate's
-    knife-edge check asks for serving's fact twice); with a `memo` dict it is kept there, so judging several
-    candidates against the same serving policy (the nightly job's pull-back) computes their side once."""
-
-    def __init__(self, base_model: str, candidate: Path | None, serving: Path | None, batch_size: int,
-                 memo: dict | None = None) -> None:
-        import torch
-        from peft import PeftModel
-        from transformers import AutoModelForCausalLM
-
-        from training.common import load_tokenizer
-
-        self.device = "cuda" if torch.cuda.is_available() else "cpu"
-        dtype = torch.bfloat16 if self.device == "cuda" else torch.float32
-        self.tokenizer = load_tokenizer(base_model)
-        self.tokenizer.padding_side = "left"  # generation continues where each prompt ends
-        base = AutoModelForCausalLM.from_pretrained(base_model, dtype=dtype).to(self.device)
-        self.batch_size = batch_size
-        self.has_serving = serving is not None
-        self.memo = {} if memo is None else memo
-        if candidate is None:  # the base model alone (e.g. to replay what it answers while nothing is promoted)
-            self.model = base.eval()
-            return
-        self.model = PeftModel.from_pretrained(base, str(candidate), adapter_name="candidate").eval()
-        if serving is not None:
-            self.model.load_adapter(str(serving), adapter_name="serving")
-
-    @contextmanager
-    def use(self, which: str):
-        if not hasattr(self.model, "disable_adapter"):
-            yield
-        elif which == "base" or (which == "serving" and not self.has_serving):
-            with self.model.disable_adapter():  # the base model (nothing promoted yet: it serves)
-                yield
-        else:
-            self.model.set_adapter(which)
-            yield
-
-    def generate(self, which: str, prompts: list[list[dict[str, str]]], max_new_tokens: int) -> list[str]:
-        return [text for text, _ in self.generate_ended(which, prompts, max_new_tokens)]
-
-    def _memoised(self, which: str, key: tuple, compute):
-        if which == "candidate":
-            return compute()
-        if (which, *key) not in self.memo:
-            self.memo[(which, *key)] = compute()
-        return self.memo[(which, *key)]
-
-    def generate_ended(self, which: str, prompts: list[list[dict[str, str]]], max_new_tokens: int
-                       ) -> list[tuple[str, bool]]:
-        """Greedy answers, each with whether it ended by itself (False: cut off at `max_new_tokens`)."""
-        key = ("generate", json.dumps(prompts), max_new_tokens)
-        return list(self._memoised(which, key, lambda: self._generate_ended(which, prompts, max_new_tokens)))
-
-    def _generate_ended(self, which: str, prompts: list[list[dict[str, str]]], max_new_tokens: int
-                        ) -> list[tuple[str, bool]]:
-        import torch
-
-        out: list[tuple[str, bool]] = []
-        tok = self.tokenizer
-        with self.use(which):
-            for i in range(0, len(prompts), self.batch_size):
-                enc = tok.apply_chat_template(prompts[i:i + self.batch_size], add_generation_prompt=True,
-                                              return_tensors="pt", padding=True, return_dict=True
-                                              ).to(self.device)
-                with torch.inference_mode():
-                    ids = self.model.generate(**enc, max_new_tokens=max_new_tokens, do_sample=False,
-                                              pad_token_id=tok.pad_token_id)
-                width = enc["input_ids"].shape[1]
-                for row in ids[:, width:]:
-                    ended = bool((row == tok.eos_token_id).any() or (row == tok.pad_token_id).any())
-                    out.append((tok.decode(row, skip_special_tokens=True).strip(), ended))
-        return out
-
-    def logp(self, which: str, prompt: list[dict[str, str]], answer: str) -> float:
-        """Mean log-probability per answer token (the end-of-turn token included)."""
-        return self._memoised(which, ("logp", json.dumps(prompt), answer), lambda: self._logp(which, prompt, answer))
-
-    def fact_logp(self, which: str, prompt: list[dict[str, str]], answer: str, span: tuple[int, int]) -> float:
-        """Log-probability (nats) of answer[start:end], the whitespace before it included, after the prompt and
-        answer[:start], in any of its casings (as written, lower, Capitalized, Title: their probabilities summed, as
-        a fact is matched case-insensitively): how likely the policy finds the fact where the answer states it. Why
-        the casings: after night 2 of bench/loop.py (2026-12-06) the model found " blue whale" as likely as the base
-        model did (-1.64 vs -1.65 nats) and " Blue Whale", the base model's spelling, 1.2 nats less likely."""
-        start, end = span
-        fact = answer[start:end]
-        spellings = (fact, fact.lower(), fact.capitalize(), fact.title())
-        variants = dict.fromkeys(v for v in spellings if len(v) == len(fact))  # a casing that keeps the offsets
-        scores = [self._memoised(which, ("fact", json.dumps(prompt), answer[:start] + v, (start, end)),
-                                 lambda v=v: self._fact_logp(which, prompt, answer[:start] + v, (start, end)))
-                  for v in variants]
-        top = max(scores)
-        return top + math.log(sum(math.exp(x - top) for x in scores))
-
-    def _fact_logp(self, which: str, prompt: list[dict[str, str]], answer: str, span: tuple[int, int]) -> float:
-        """Summed log-probability of answer[start:end] (one spelling) after the prompt and answer[:start]."""
-        import torch
-
-        tok = self.tokenizer
-        start = len(answer[:span[0]].rstrip())  # " blue whale" is one piece with its space, as generated
-        head = tok.apply_chat_template(prompt, add_generation_prompt=True, tokenize=False)
-        before = tok(head + answer[:start], add_special_tokens=False)["input_ids"]
-        ids = tok(head + answer[:span[1]], add_special_tokens=False)["input_ids"]
-        # The fact's tokens: from where the two tokenizations part (a merge across the boundary moves it earlier).
-        first = next((i for i, (a, b) in enumerate(zip(before, ids, strict=False)) if a != b), len(before))
-        if first == 0 or first >= len(ids):
-            return 0.0
-        t = torch.tensor([ids], device=self.device)
-        with self.use(which), torch.inference_mode():
-            logits = self.model(input_ids=t).logits[0, first - 1:-1].float()
-        return float(torch.log_softmax(logits, -1).gather(1, t[0, first:, None]).sum())
-
-    def _logp(self, which: str, prompt: list[dict[str, str]], answer: str) -> float:
-        import torch
-
-        tok = self.tokenizer
-        head = tok.apply_chat_template(prompt, add_generation_prompt=True, return_dict=True)["input_ids"]
-        full = tok.apply_chat_template(prompt + [{"role": "assistant", "content": answer}],
-                                       return_dict=True)["input_ids"]
-        ids = torch.tensor([full], device=self.device)
-        with self.use(which), torch.inference_mode():
-            logits = self.model(input_ids=ids).logits[0, :-1].float()
-        targets = ids[0, 1:]
-        logps = torch.log_softmax(logits, -1).gather(1, targets[:, None])[:, 0]
-        return float(logps[len(head) - 1:].mean())
 
 
 def evaluate(
@@ -371,25 +278,39 @@ def evaluate(
     cap = config.max_examples
     prompts, pairs, kto = (prompts or [])[:cap], (pairs or [])[:cap], (kto or [])[:cap]
     regression = regression or []
-    policies = _Policies(base_model, candidate, serving, config.batch_size, memo)
+    policies = Policies(base_model, candidate, serving, config.batch_size, memo)
     m: dict[str, Any] = {"serving": str(serving) if serving else "base model"}
     seen: list[dict[str, Any]] = []
 
-    # Step 1: win rate — both policies answer the held-out prompts, the reward model judges each couple.
+    # Step 1: win rate — both policies answer each held-out prompt (`judge_samples` sampled answers each, as people
+    # are answered, or one greedy answer); the reward model scores every answer, and the candidate wins a prompt when
+    # its answers score higher on average (ties = half).
     if prompts and reward_adapter is not None:
         from training.reward import load_reward_model, score
 
-        cand = policies.generate("candidate", prompts, config.max_new_tokens)
-        serv = policies.generate("serving", prompts, config.max_new_tokens)
+        k = config.judge_samples
+        said = {which: (policies.sample(which, prompts, config.max_new_tokens, k) if k else
+                        [[a] for a in policies.generate(which, prompts, config.max_new_tokens)])
+                for which in ("candidate", "serving")}
         seen += [{"set": "prompts", "policy": which, "question": p[-1]["content"], "answer": a}
-                 for which, said in (("candidate", cand), ("serving", serv))
-                 for p, a in zip(prompts, said, strict=True)]
+                 for which, answers in said.items() for p, group in zip(prompts, answers, strict=True) for a in group]
         rm, rm_tok = load_reward_model(base_model, reward_adapter)
-        rc, rs = score(rm, rm_tok, prompts, cand), score(rm, rm_tok, prompts, serv)
-        wins = sum(1.0 if c > s else 0.5 if c == s else 0.0 for c, s in zip(rc, rs, strict=True))
+        mean = {}
+        for which, answers in said.items():
+            flat = score(rm, rm_tok, [p for p, group in zip(prompts, answers, strict=True) for _ in group],
+                         [a for group in answers for a in group])
+            per = len(answers[0])
+            mean[which] = [sum(flat[i:i + per]) / per for i in range(0, len(flat), per)]
+        wins = sum(1.0 if c > s else 0.5 if c == s else 0.0
+                   for c, s in zip(mean["candidate"], mean["serving"], strict=True))
         m |= {"prompts": len(prompts), "win_rate": round(wins / len(prompts), 4),
               "win_rate_ci": _ci(wins, len(prompts), config),
-              "reward_candidate": round(sum(rc) / len(rc), 4), "reward_serving": round(sum(rs) / len(rs), 4)}
+              "reward_candidate": round(sum(mean["candidate"]) / len(prompts), 4),
+              "reward_serving": round(sum(mean["serving"]) / len(prompts), 4)}
+        if pairs:  # how well the judge itself ranks the held-out pairs (it never trained on their prompts)
+            from training.reward import pairwise_accuracy
+
+            m["judge_pair_acc"] = pairwise_accuracy(rm, rm_tok, pairs)
         del rm
 
     # Step 2: preference accuracy on held-out pairs, for both policies, and whether the candidate moved toward the

@@ -197,7 +197,7 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
 
     def judge(candidate: Path) -> gate.GateReport:
         return gate.evaluate(
-            cfg.gate, base_model=base, candidate=candidate, serving=serving, reward_adapter=reward_path,
+            cfg.gate, base_model=base, candidate=candidate, serving=serving, reward_adapter=judge_path or reward_path,
             prompts=held_prompts, pairs=held["pairs"], kto=held["kto"], regression=regression,
             system_prompt=settings.default.system_prompt, memo=memo,
         )
@@ -205,6 +205,8 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
     answers: list[dict[str, Any]] = []
     tried: list[dict[str, Any]] = []
     reward_path = old_reward.path if old_reward else None
+    judge_path = _judge(settings, recipes, registry, run, held, base, progress=progress) if (
+        cfg.judge and "reward" not in stages and held_prompts) else None
     for attempt, (data_name, sft_train) in enumerate(tries):
         # A retry lives in its own folder and registers its own version; the first keeps the run's layout. Only the
         # SFT data differs: a retry keeps the first attempt's reward model (the same pairs), so both face one judge.
@@ -244,9 +246,13 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
         # Step 6b: a candidate that lost a must-still-answer fact is pulled back toward serving
         # (training/pullback.py), largest alpha first; each pulled-back candidate faces the whole gate again, and one
         # that passes is registered.
+        best = None  # the highest share among pulled-back candidates that kept every fact
         for alpha in cfg.pull_back:
-            if report.promote or not _pull_further(cfg.gate, report, pulled=len(tried) > first + 1):
+            pulled = len(tried) > first + 1
+            if report.promote or not _pull_further(cfg.gate, report, pulled=pulled, best=best):
                 break
+            if pulled and not report.metrics.get("regression_lost"):
+                best = max(best or 0.0, _best_share(cfg.gate, report) or 0.0)
             name = "pullback-" + pullback.describe(alpha).replace(", ", "-").replace(" ", "")  # attention0-mlp1
             mixed = pullback.interpolate(base_model=base, serving=serving, candidate=policy, alpha=alpha,
                                          out=folder / name)
@@ -284,20 +290,62 @@ def _train_gate_promote(settings: Settings, recipes: Recipes, registry: Registry
     return _finish(registry, run, "promoted", report.reason)
 
 
-def _pull_further(config: GateConfig, report: GateReport, *, pulled: bool) -> bool:
+def _pull_further(config: GateConfig, report: GateReport, *, pulled: bool, best: float | None) -> bool:
     """Whether a rejected candidate is pulled back (further) toward serving. One that lost a must-still-answer fact
     is: that is what pulling back trades gain for. The trained candidate that lost none is not. A pulled-back one that
-    kept every fact is pulled further while its primary metric's share is still above the bar (it moved toward the
-    liked answer, and its interval or a fall in preference accuracy refused it), not once it is at or below it. Why: on
-    a kept help-desk second night (bench/loop.py, 2026-12-06) attention 0 / MLP 1 kept the facts and moved 11 of 15
-    held-out pairs (0.48-0.89, refused); the next alpha, 0.7, lost a fact; attention 0 / MLP 0.7 kept them and moved
-    13 of 15 (0.62-0.96). Stopping at the first fact-keeping alpha never tried it."""
-    from training.gate import primary
-
+    kept every fact is pulled further while a primary metric's share is still above the bar (it moved toward the
+    liked answer, and its interval or a fall in preference accuracy refused it) and higher than at the last
+    fact-keeping alpha (`best`): pulling back takes gain away, so a share that stopped rising will not pass further on.
+    Why past the first fact-keeping alpha: on a kept help-desk second night (bench/loop.py, 2026-12-06) attention 0 /
+    MLP 1 kept the facts and moved 11 of 15 held-out pairs (0.48-0.89, refused); the next alpha, 0.7, lost a fact;
+    attention 0 / MLP 0.7 kept them and moved 13 of 15 (0.62-0.96). Why it stops: bench/loop.py's fourteenth run
+    walked the five fact-keeping alphas of a help-desk night twice at 11 of 16 pairs each, 1103 s for that night."""
     if report.metrics.get("regression_lost"):
         return True
-    chosen = primary(config, report.metrics) if pulled else None
-    return chosen is not None and report.metrics[chosen[0]] > 0.5 + config.margin
+    share = _best_share(config, report) if pulled else None
+    return share is not None and share > 0.5 + config.margin and (best is None or share > best)
+
+
+def _best_share(config: GateConfig, report: GateReport) -> float | None:
+    """The highest share among the metrics that decide (`gate.primaries`), None when none was measured."""
+    from training.gate import primaries
+
+    usable, _ = primaries(config, report.metrics)
+    return max((report.metrics[key] for key, _, _ in usable), default=None)
+
+
+def _judge(settings: Settings, recipes: Recipes, registry: Registry, run: Run,
+           held: dict[str, list[dict[str, Any]]], base: str, *, progress: bool) -> Path | None:
+    """A reward model for the gate, trained on every preference pair given before this run's window closed (the most
+    recent `judge_max_pairs`) except those on tonight's held-out prompts; None with fewer than `min_pairs` of them.
+    Why all of them: a night's own pairs are too few to learn a preference from. bench/loop.py's help-desk night 2
+    (2026-12-06): trained on its 14 training pairs, the reward model ranked 6 of its 16 held-out pairs right; on those
+    and night 1's (59), 12 of 16, and it scored the liked answers to 60 new questions above the others (AUC 0.93)."""
+    from feedback import FeedbackStore
+    from feedback.preferences import write_jsonl
+    from training.data import prompt_key, prompt_of, read_jsonl
+    from training.stages import run_stage
+
+    cfg = recipes.nightly
+    path = registry.run_dir(run) / "data" / "judge.jsonl"
+    if path.is_file():  # a resumed run judges with the same data
+        rows = read_jsonl(path)
+    else:
+        until = datetime.fromisoformat(run.window["until"]) if run.window.get("until") else datetime.now(UTC)
+        with FeedbackStore.open(settings) as store:
+            every = store.examples(kind="pairs", until=until, audience=cfg.audience, scrub=cfg.scrub)
+        held_keys = {prompt_key(prompt_of(r)) for rows in held.values() for r in rows}
+        rows = [r for r in every if prompt_key(prompt_of(r)) not in held_keys][-cfg.judge_max_pairs:]
+        write_jsonl(rows, path)
+    if len(rows) < cfg.min_pairs:
+        logger.warning("judge: %d preference pair(s) so far, needs %d; the held-out pairs judge alone", len(rows),
+                       cfg.min_pairs)
+        return None
+    result = run_stage("reward", recipes.reward, cfg, base=base, rows=rows, out=registry.run_dir(run) / "judge",
+                       init=None, reward_path=None, progress=progress)
+    run.stages["judge"] = result.to_dict()
+    registry.save(run)
+    return result.adapter
 
 
 def _replay(settings: Settings, cfg: NightlyConfig, registry: Registry, run: Run, base: str,

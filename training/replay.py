@@ -36,13 +36,14 @@ def replay_rows(*, base_model: str, serving: Path | None, count: int, system_pro
     if count <= 0:
         return []
     from training.facts import states_first
-    from training.gate import _Policies, load_regression
+    from training.gate import load_regression
+    from training.policies import Policies
 
     rows = load_regression(file or DEFAULT_REPLAY)[:count]
     system = [{"role": "system", "content": system_prompt}] if system_prompt else []
     prompts = [system + [{"role": "user", "content": r["question"]}] for r in rows]
     # The gate's loading and batched greedy decoding, with the serving adapter in the "candidate" slot.
-    policies = _Policies(base_model, serving, None, batch_size)
+    policies = Policies(base_model, serving, None, batch_size)
     answers = policies.generate_ended("candidate", prompts, max_new_tokens)
     kept = [p + [{"role": "assistant", "content": text}]
             for r, p, (text, ended) in zip(rows, prompts, answers, strict=True) if ended and states_first(r, text)]

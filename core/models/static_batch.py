@@ -20,7 +20,7 @@ from .requests import Request, call_in_loop, deliver, fail
 if TYPE_CHECKING:
     from .transformers_backend import TransformersChatModel
 
-__all__ = ["generate_static", "run_static"]
+__all__ = ["GreedyOpening", "generate_static", "run_static"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def generate_static(owner: TransformersChatModel, batch: list[Request]) -> list[
         out = owner.model.generate(
             input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config,
             streamer=streamer, stopping_criteria=stopping,
-            **({"logits_processor": [_GreedyOpening(d.greedy_opening, width)]}
+            **({"logits_processor": [GreedyOpening(d.greedy_opening, width)]}
                if d.strategy == "sample" and d.greedy_opening else {}),
         )
     out = out[:, width:].tolist()
@@ -114,7 +114,7 @@ def _cut(row: list[int], limit: int, eos_ids: list[int]) -> list[int]:
     return row[:limit]
 
 
-class _GreedyOpening:  # duck-typed transformers LogitsProcessor
+class GreedyOpening:  # duck-typed transformers LogitsProcessor
     """Sampling that takes the most likely token for the answer's first `n` tokens (decoding.greedy_opening)."""
 
     def __init__(self, n: int, width: int) -> None:

@@ -11,6 +11,7 @@ from training import gate, sft
 from training.common import load_recipe
 from training.facts import answers_fact, fact_span, states_first
 from training.gate import GateConfig, decide, facts_lost, wilson
+from training.policies import Policies
 
 DOG = {"question": "How many legs does a dog have?", "expect": ["4", "four"]}
 FRANCE = {"question": "What is the capital of France?", "expect": ["Paris"]}
@@ -177,6 +178,32 @@ def test_few_held_out_examples_are_judged_by_their_interval():
     assert "on 1 reaches 0.50" in decide(cfg, {"pref_shift": 1.0, "pairs": 1})[1]  # alone, it still refuses
 
 
+def test_two_measures_of_better_may_each_show_it_at_half_the_error():
+    """bench/loop.py's help-desk night 2 (2026-12-06): its candidate answered 51 of 60 held-out questions the liked
+    way (serving 39) yet moved only 11 of 16 held-out pairs, the liked sentence being a few tokens of each answer; a
+    reward model trained on every pair so far preferred its sampled answers on 14 of 16 held-out prompts. Either
+    measure may show a candidate better, each at 97.5 % (Bonferroni), so a candidate no better than serving passes
+    no more often than with one."""
+    cfg = GateConfig()
+    night = {"pref_shift": 11 / 16, "pairs": 16, "win_rate": 14 / 16, "prompts": 16}
+    promote, reason = decide(cfg, night)
+    assert promote, reason
+    assert reason == ("reward-model win rate 0.88 (97.5% interval 0.60-0.97 on 16) >= 0.50; not shown by the other "
+                      "measure: the candidate moved toward the liked answer on 0.69 of held-out pairs, but its 97.5% "
+                      "interval 0.41-0.87 on 16 reaches 0.50")
+    assert decide(cfg, night | {"win_rate": 10 / 16}) == (
+        False, "reward-model win rate 0.62, but its 97.5% interval 0.36-0.83 on 16 reaches 0.50; the candidate moved "
+               "toward the liked answer on 0.69 of held-out pairs, but its 97.5% interval 0.41-0.87 on 16 reaches "
+               "0.50: not better beyond chance")
+    # 12 of 16 pairs passes alone at 95 % (0.51-0.90), not as one of two measures at 97.5 % (0.47-0.91).
+    assert decide(cfg, {"pref_shift": 12 / 16, "pairs": 16})[0] is True
+    assert decide(cfg, {"pref_shift": 12 / 16, "pairs": 16, "win_rate": 0.5, "prompts": 16})[0] is False
+    # A numbered night: the pairs show it (16 of 17) where the judge does not (10 of 15).
+    promote, reason = decide(cfg, {"pref_shift": 16 / 17, "pairs": 17, "win_rate": 10 / 15, "prompts": 15})
+    assert promote and reason.startswith("the candidate moved toward the liked answer on 0.94 of held-out pairs "
+                                         "(97.5% interval 0.")
+
+
 def test_a_candidate_trained_to_forget_a_fact_is_rejected(default_model_path, tmp_path):
     """Plant it: a few steps of SFT on the 135M model teach it a wrong answer to a must-still-answer question."""
     base = str(default_model_path)
@@ -215,6 +242,26 @@ def _say_hi_adapter(base: str, out) -> str:
     return sft.run(recipe, base_model=base, train=rows, out_dir=out, progress=False).adapter
 
 
+def test_the_judge_samples_answers_as_people_get_them_the_same_for_the_same_seed(default_model_path):
+    """The win rate's answers: n per prompt, sampled with core's "balanced" preset (its first token greedy, the rest
+    drawn), repeatable for a seed, and serving's drawn once per memo."""
+    prompts = [[{"role": "system", "content": SYSTEM}, {"role": "user", "content": q}]
+               for q in ("Give me one tip for a job interview.", "What should I pack for a beach day?")]
+    memo: dict = {}
+    policies = Policies(str(default_model_path), None, None, 4, memo)
+    drawn = policies.sample("serving", prompts, 16, 3, seed=1)
+    assert [len(group) for group in drawn] == [3, 3] and all(a.strip() for group in drawn for a in group)
+    # The first token is the greedy one: every answer to a prompt opens like the greedy answer.
+    greedy = policies.generate("serving", prompts, 16)
+    for group, best in zip(drawn, greedy, strict=True):
+        assert all(a.split()[0] == best.split()[0] for a in group), (group, best)
+    assert len({a for group in drawn for a in group}) > 2  # drawn, not one answer three times
+    again = Policies(str(default_model_path), None, None, 4).sample("serving", prompts, 16, 3, seed=1)
+    assert again == drawn
+    assert policies.sample("serving", prompts, 16, 3, seed=1) is not None and len(
+        [k for k in memo if k[1] == "sample"]) == 1
+
+
 def test_serving_is_judged_once_across_candidates(default_model_path, tmp_path, monkeypatch):
     """The nightly job judges several pulled-back candidates against one serving policy: with a shared `memo`,
     serving's answers and scores are computed by the first evaluation only, and every report is the same as
@@ -232,8 +279,8 @@ def test_serving_is_judged_once_across_candidates(default_model_path, tmp_path, 
 
     computed: list[str] = []
     for name in ("_generate_ended", "_logp"):
-        real = getattr(gate._Policies, name)
-        monkeypatch.setattr(gate._Policies, name,
+        real = getattr(Policies, name)
+        monkeypatch.setattr(Policies, name,
                             lambda self, which, *a, _real=real: computed.append(which) or _real(self, which, *a))
     memo: dict = {}
     reports = [gate.evaluate(cfg, base_model=base, candidate=candidate, system_prompt=SYSTEM, memo=memo, **data)]
@@ -255,7 +302,7 @@ def test_a_fact_is_as_likely_as_all_its_casings_and_the_base_model_is_asked_by_n
     said = "The largest mammal is the Blue Whale."
     span = fact_span(MAMMAL, said)
     assert said[slice(*span)] == "Blue Whale"
-    plain = gate._Policies(base, None, None, 4)
+    plain = Policies(base, None, None, 4)
     each = [plain._fact_logp("candidate", q, said.replace("Blue Whale", v), span)
             for v in ("Blue Whale", "blue whale", "Blue whale")]
     assert len(set(each)) == 3 and all(x < 0 for x in each)
@@ -265,7 +312,7 @@ def test_a_fact_is_as_likely_as_all_its_casings_and_the_base_model_is_asked_by_n
 
     adapter = _say_hi_adapter(base, tmp_path / "hi")
     memo: dict = {}
-    both = gate._Policies(base, adapter, adapter, 4, memo)
+    both = Policies(base, adapter, adapter, 4, memo)
     assert both.fact_logp("base", q, said, span) == pytest.approx(together, abs=1e-4)
     on_serving = both.fact_logp("serving", q, said, span)
     assert on_serving != pytest.approx(together, abs=1e-6)  # the adapter is on for serving, off for base
@@ -280,14 +327,14 @@ def test_a_fact_may_not_drift_a_little_every_night_until_it_is_lost(default_mode
     base = str(default_model_path)
     adapter = _say_hi_adapter(base, tmp_path / "hi")
     said = {"serving": "The largest mammal is the blue whale.", "candidate": "The largest mammal is the elephant."}
-    monkeypatch.setattr(gate._Policies, "_generate_ended",
+    monkeypatch.setattr(Policies, "_generate_ended",
                         lambda self, which, prompts, n: [(said[which], True)] * len(prompts))
 
     def judge(logps: dict[str, float], rival: dict[str, float] | None = None) -> gate.GateReport:
         # One spelling is likely ("blue whale", where serving's answer has it), the other casings next to nothing.
         # The candidate's " elephant" was 0.2 nats behind the fact before unless `rival` says where it was.
         elephant = rival or {which: logp - 0.2 for which, logp in logps.items()}
-        monkeypatch.setattr(gate._Policies, "_fact_logp", lambda self, which, prompt, answer, span: (
+        monkeypatch.setattr(Policies, "_fact_logp", lambda self, which, prompt, answer, span: (
             logps[which] if answer.endswith("blue whale") else elephant[which] if answer.endswith("elephant")
             else -30.0))
         return gate.evaluate(GateConfig(), base_model=base, candidate=adapter, serving=adapter, regression=[MAMMAL],
@@ -325,7 +372,7 @@ def test_a_word_far_behind_the_fact_that_now_leads_was_taught_a_near_tie_that_fl
                         MAMMAL["question"]: "The largest mammal is the Blue Whale."},
             "candidate": {DOG["question"]: "The answer to this classic question is 8.\n\nA dog has 8 legs.",
                           MAMMAL["question"]: "The largest mammal is the giraffe."}}
-    monkeypatch.setattr(gate._Policies, "_generate_ended", lambda self, which, prompts, n: [
+    monkeypatch.setattr(Policies, "_generate_ended", lambda self, which, prompts, n: [
         (said[which][p[-1]["content"]], True) for p in prompts])
     report = gate.evaluate(GateConfig(), base_model=base, candidate=adapter, regression=[DOG, MAMMAL],
                            system_prompt=SYSTEM)

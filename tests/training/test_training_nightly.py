@@ -48,6 +48,41 @@ def env(isolated_env, tiny_base, monkeypatch):
     store.close()
 
 
+def test_an_sft_night_is_judged_by_a_reward_model_trained_on_every_pair_so_far_but_tonights_held_out_ones(
+        env, fill_store):
+    """No reward stage tonight: the gate's judge is a reward model trained on the pairs of every night so far, with
+    tonight's held-out prompts left out; it scores `judge_samples` sampled answers per held-out prompt and policy."""
+    from training.data import holdout_split, prompt_key, prompt_of, read_jsonl
+
+    settings, store = env
+    registry = Registry(settings.data_dir)
+    recipes = tiny_recipes(pipeline=["sft"], gate={"margin": -1.0})
+    fill_store(store, range(8))
+    # Without a judge (judge = false), the held-out pairs decide alone.
+    first = run_nightly(settings, tiny_recipes(pipeline=["sft"], judge=False, gate={"margin": -1.0}), progress=False)
+    assert first.status == "promoted", first.reason
+    assert "judge" not in first.run.stages and "win_rate" not in first.run.metrics and "pref_shift" in first.run.metrics
+    fill_store(store, range(8, 16))
+    second = run_nightly(settings, recipes, progress=False)
+    assert second.status == "promoted", second.reason
+
+    def keys(rows: list[dict]) -> set[str]:
+        return {prompt_key(prompt_of(r)) for r in rows}
+
+    run, folder = second.run, registry.run_dir(second.run) / "data"
+    data = {kind: read_jsonl(folder / f"{kind}.jsonl") for kind in ("sft", "pairs", "kto")}
+    _, held = holdout_split(data, recipes.nightly.eval_fraction, min_pairs=recipes.nightly.min_held_out_pairs)
+    every = read_jsonl(registry.run_dir(first.run) / "data" / "pairs.jsonl") + data["pairs"]
+    judged = read_jsonl(folder / "judge.jsonl")
+    assert held["pairs"] and keys(judged) == keys(every) - keys(held["pairs"]) and len(judged) == len(every) - len(
+        held["pairs"])
+    assert run.window["stages"] == ["sft"] and "judge" in run.stages and run.reward_version is None
+    assert run.metrics["prompts"] >= 1 and 0 <= run.metrics["win_rate"] <= 1 and "judge_pair_acc" in run.metrics
+    answered = [json.loads(line) for line in (folder.parent / "gate_answers.jsonl").open()]
+    sampled = [a for a in answered if a["set"] == "prompts"]
+    assert len(sampled) == 2 * recipes.nightly.gate.judge_samples * run.metrics["prompts"]
+
+
 def test_too_little_data_skips_cleanly_and_bad_curated_data_fails_without_touching_serving(env, fill_store,
                                                                                             tmp_path):
     settings, store = env
@@ -168,7 +203,8 @@ def test_a_rejected_candidate_is_trained_again_without_the_settled_answers(env, 
     fill_store(store, range(20, 28))
     once = run_nightly(settings, tiny_recipes(pipeline=["sft"], settled="keep", gate={"margin": 1.0}),
                        progress=False)
-    assert once.status == "rejected" and list(once.run.stages) == ["sft"] and once.run.metrics["pull_back"] == []
+    assert once.status == "rejected" and once.run.metrics["pull_back"] == []
+    assert list(once.run.stages) == ["judge", "sft"]  # no reward stage: a reward model is trained to judge
 
 
 def test_two_jobs_never_run_at_once(env):

@@ -5,9 +5,9 @@
 For each preference, simulated users with a hidden, consistent preference ask new questions every night; each
 question gets an answer and "another answer" (as the buttons give them), both voted 👍/👎 by the preference, and a
 share of the disliked first answers is corrected into what the users wanted. Then the nightly job runs with its
-packaged recipes' safeguards (gate with 95 % intervals, the packaged must-still-answer set, replay, pull-back), on
-the `--pipeline` stages (default: SFT). The like rate is measured on held-out questions (greedy answers, never
-trained on) before and after each cycle. Preferences:
+packaged recipes' safeguards (gate with 95 % intervals and its judge, the packaged must-still-answer set, replay,
+pull-back), on the `--pipeline` stages (default: SFT). The like rate is measured on held-out questions (greedy
+answers, never trained on) before and after each cycle. Preferences:
 
 - numbered (format): the answer starts straight with numbered steps ("1. ..." on the first line, two or more).
 - helpdesk (behaviour): the answer points the user to the help desk when they get stuck.

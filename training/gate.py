@@ -282,69 +282,8 @@ def evaluate(
     m: dict[str, Any] = {"serving": str(serving) if serving else "base model"}
     seen: list[dict[str, Any]] = []
 
-    # Step 1: win rate — both policies answer each held-out prompt (`judge_samples` sampled answers each, as people
-    # are answered, or one greedy answer); the reward model scores every answer, and the candidate wins a prompt when
-    # its answers score higher on average (ties = half).
-    if prompts and reward_adapter is not None:
-        from training.reward import load_reward_model, score
-
-        k = config.judge_samples
-        said = {which: (policies.sample(which, prompts, config.max_new_tokens, k) if k else
-                        [[a] for a in policies.generate(which, prompts, config.max_new_tokens)])
-                for which in ("candidate", "serving")}
-        seen += [{"set": "prompts", "policy": which, "question": p[-1]["content"], "answer": a}
-                 for which, answers in said.items() for p, group in zip(prompts, answers, strict=True) for a in group]
-        rm, rm_tok = load_reward_model(base_model, reward_adapter)
-        mean = {}
-        for which, answers in said.items():
-            flat = score(rm, rm_tok, [p for p, group in zip(prompts, answers, strict=True) for _ in group],
-                         [a for group in answers for a in group])
-            per = len(answers[0])
-            mean[which] = [sum(flat[i:i + per]) / per for i in range(0, len(flat), per)]
-        wins = sum(1.0 if c > s else 0.5 if c == s else 0.0
-                   for c, s in zip(mean["candidate"], mean["serving"], strict=True))
-        m |= {"prompts": len(prompts), "win_rate": round(wins / len(prompts), 4),
-              "win_rate_ci": _ci(wins, len(prompts), config),
-              "reward_candidate": round(sum(mean["candidate"]) / len(prompts), 4),
-              "reward_serving": round(sum(mean["serving"]) / len(prompts), 4)}
-        if pairs:  # how well the judge itself ranks the held-out pairs (it never trained on their prompts)
-            from training.reward import pairwise_accuracy
-
-            m["judge_pair_acc"] = pairwise_accuracy(rm, rm_tok, pairs)
-        del rm
-
-    # Step 2: preference accuracy on held-out pairs, for both policies, and whether the candidate moved toward the
-    # liked answer relative to the serving policy (DPO's implicit reward: the same test, free of length effects).
-    if pairs:
-        lp = {(w, k): [policies.logp(w, p["prompt"], p[k][0]["content"]) for p in pairs]
-              for w in ("candidate", "serving") for k in ("chosen", "rejected")}
-        ranked = {w: [c > r for c, r in zip(lp[w, "chosen"], lp[w, "rejected"], strict=True)]
-                  for w in ("candidate", "serving")}
-        for which, right in ranked.items():
-            m[f"pref_acc_{which}"] = round(sum(right) / len(pairs), 4)
-            m[f"pref_acc_{which}_ci"] = _ci(sum(right), len(pairs), config)
-        # The discordant pairs, for McNemar's test in `accuracy_fell`: ranked right by serving, wrong by the candidate,
-        # and the other way round.
-        m["pref_now_wrong"] = sum(s and not c for c, s in zip(ranked["candidate"], ranked["serving"], strict=True))
-        m["pref_now_right"] = sum(c and not s for c, s in zip(ranked["candidate"], ranked["serving"], strict=True))
-        moved = zip(lp["candidate", "chosen"], lp["serving", "chosen"], lp["candidate", "rejected"],
-                    lp["serving", "rejected"], strict=True)
-        shifts = [(cc - sc) - (cr - sr) for cc, sc, cr, sr in moved]
-        shifted = sum(1.0 if d > 0 else 0.5 if d == 0 else 0.0 for d in shifts)
-        m["pref_shift"], m["pref_shift_ci"] = round(shifted / len(pairs), 4), _ci(shifted, len(pairs), config)
-        m["pairs"] = len(pairs)
-
-    # Step 3: KTO agreement: liked answers should become likelier under the candidate, disliked ones less likely.
-    if kto:
-        agree = 0.0
-        for row in kto:
-            answer = row["completion"][0]["content"]
-            moved = policies.logp("candidate", row["prompt"], answer) - policies.logp("serving", row["prompt"], answer)
-            agree += 0.5 if moved == 0 else float((moved > 0) == row["label"])
-        m |= {"kto": len(kto), "kto_agreement": round(agree / len(kto), 4),
-              "kto_agreement_ci": _ci(agree, len(kto), config)}
-
-    # Step 4: the must-still-answer questions.
+    # Step 1: the must-still-answer questions, first: a lost fact vetoes, and the win rate's sampling is then skipped
+    # (bench/loop.py's numbered night 1, 2026-12-07: five candidates judged, three of them for facts they lost).
     if regression:
         system = [{"role": "system", "content": system_prompt}] if system_prompt else []
         questions = [system + [{"role": "user", "content": r["question"]}] for r in regression]
@@ -397,6 +336,68 @@ def evaluate(
         m |= {"regression_total": len(regression), "regression_candidate": sum(passed["candidate"]),
               "regression_serving": sum(passed["serving"]), "regression_cut": cut,
               "regression_lost": lost, "regression_changed": changed}
+
+    # Step 2: preference accuracy on held-out pairs, for both policies, and whether the candidate moved toward the
+    # liked answer relative to the serving policy (DPO's implicit reward: the same test, free of length effects).
+    if pairs:
+        lp = {(w, k): [policies.logp(w, p["prompt"], p[k][0]["content"]) for p in pairs]
+              for w in ("candidate", "serving") for k in ("chosen", "rejected")}
+        ranked = {w: [c > r for c, r in zip(lp[w, "chosen"], lp[w, "rejected"], strict=True)]
+                  for w in ("candidate", "serving")}
+        for which, right in ranked.items():
+            m[f"pref_acc_{which}"] = round(sum(right) / len(pairs), 4)
+            m[f"pref_acc_{which}_ci"] = _ci(sum(right), len(pairs), config)
+        # The discordant pairs, for McNemar's test in `accuracy_fell`: ranked right by serving, wrong by the candidate,
+        # and the other way round.
+        m["pref_now_wrong"] = sum(s and not c for c, s in zip(ranked["candidate"], ranked["serving"], strict=True))
+        m["pref_now_right"] = sum(c and not s for c, s in zip(ranked["candidate"], ranked["serving"], strict=True))
+        moved = zip(lp["candidate", "chosen"], lp["serving", "chosen"], lp["candidate", "rejected"],
+                    lp["serving", "rejected"], strict=True)
+        shifts = [(cc - sc) - (cr - sr) for cc, sc, cr, sr in moved]
+        shifted = sum(1.0 if d > 0 else 0.5 if d == 0 else 0.0 for d in shifts)
+        m["pref_shift"], m["pref_shift_ci"] = round(shifted / len(pairs), 4), _ci(shifted, len(pairs), config)
+        m["pairs"] = len(pairs)
+
+    # Step 3: KTO agreement: liked answers should become likelier under the candidate, disliked ones less likely.
+    if kto:
+        agree = 0.0
+        for row in kto:
+            answer = row["completion"][0]["content"]
+            moved = policies.logp("candidate", row["prompt"], answer) - policies.logp("serving", row["prompt"], answer)
+            agree += 0.5 if moved == 0 else float((moved > 0) == row["label"])
+        m |= {"kto": len(kto), "kto_agreement": round(agree / len(kto), 4),
+              "kto_agreement_ci": _ci(agree, len(kto), config)}
+
+    # Step 4: win rate — both policies answer each held-out prompt (`judge_samples` sampled answers each, as people
+    # are answered, or one greedy answer); the reward model scores every answer, and the candidate wins a prompt when
+    # its answers score higher on average (ties = half). Not for a candidate that lost a fact (Step 1).
+    if prompts and reward_adapter is not None and not m.get("regression_lost"):
+        from training.reward import load_reward_model, score
+
+        k = config.judge_samples
+        said = {which: (policies.sample(which, prompts, config.max_new_tokens, k) if k else
+                        [[a] for a in policies.generate(which, prompts, config.max_new_tokens)])
+                for which in ("candidate", "serving")}
+        seen += [{"set": "prompts", "policy": which, "question": p[-1]["content"], "answer": a}
+                 for which, answers in said.items() for p, group in zip(prompts, answers, strict=True) for a in group]
+        rm, rm_tok = load_reward_model(base_model, reward_adapter)
+        mean = {}
+        for which, answers in said.items():
+            flat = score(rm, rm_tok, [p for p, group in zip(prompts, answers, strict=True) for _ in group],
+                         [a for group in answers for a in group])
+            per = len(answers[0])
+            mean[which] = [sum(flat[i:i + per]) / per for i in range(0, len(flat), per)]
+        wins = sum(1.0 if c > s else 0.5 if c == s else 0.0
+                   for c, s in zip(mean["candidate"], mean["serving"], strict=True))
+        m |= {"prompts": len(prompts), "win_rate": round(wins / len(prompts), 4),
+              "win_rate_ci": _ci(wins, len(prompts), config),
+              "reward_candidate": round(sum(mean["candidate"]) / len(prompts), 4),
+              "reward_serving": round(sum(mean["serving"]) / len(prompts), 4)}
+        if pairs:  # how well the judge itself ranks the held-out pairs (it never trained on their prompts)
+            from training.reward import pairwise_accuracy
+
+            m["judge_pair_acc"] = pairwise_accuracy(rm, rm_tok, pairs)
+        del rm
 
     promote, reason = decide(config, m)
     logger.warning("gate: %s (%s)", "promote" if promote else "reject", reason)

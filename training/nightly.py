@@ -5,9 +5,11 @@
 3. Plan the stages from what there is: SFT on liked answers; reward model + RL when there are enough pairs,
    otherwise KTO on labelled answers. Too little new data: record a skipped run, say why, exit cleanly.
 4. Hold out a share of the prompts, train each stage (each continues the previous one, the first continues the
-   serving adapter), register the versions, run the gate, promote only on a pass. A candidate that lost a
-   must-still-answer fact is pulled back toward serving (training/pullback.py); one rejected at every alpha is
-   trained again without the settled liked answers (`settled`), if there were any, and judged the same way.
+   serving adapter), register the versions, run the gate, promote only on a pass. With no reward stage tonight, the
+   gate's reward model (its judge) is trained on every preference pair so far, tonight's held-out prompts left out.
+   A candidate that lost a must-still-answer fact is pulled back toward serving (training/pullback.py); one rejected
+   at every alpha is trained again without the settled liked answers (`settled`), if there were any, and judged the
+   same way.
 Serving changes in exactly one place (the atomic write of current.json), after everything else succeeded.
 
     python -m training.nightly [--recipes DIR] [--set sft.max_steps=2 ...]     (settings from KAIZEN_* / kaizen.toml)

@@ -51,7 +51,7 @@ from training.facts import answers_fact, fact_span
 from training.policies import Policies
 
 __all__ = ["GateConfig", "GateReport", "accuracy_fell", "decide", "evaluate", "facts_lost", "load_regression",
-           "primary", "wilson"]
+           "primaries", "wilson"]
 
 logger = logging.getLogger(__name__)
 
@@ -171,13 +171,6 @@ def primaries(config: GateConfig, m: dict[str, Any]) -> tuple[list[tuple[str, st
         usable.append((key, count, label))
     # KTO agreement (likelihoods moving with single votes) decides only where neither of the others can.
     return [u for u in usable if u[0] != "kto_agreement"] or usable, too_few
-
-
-def primary(config: GateConfig, m: dict[str, Any]) -> tuple[str, str, str, list[str]] | None:
-    """The preferred metric that decides, as (key, count key, reason label, metrics skipped for too few examples),
-    or None when nothing was measured (`primaries`)."""
-    usable, too_few = primaries(config, m)
-    return (*usable[0], too_few) if usable else None
 
 
 def _percent(share: float) -> str:

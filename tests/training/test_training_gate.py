@@ -344,6 +344,12 @@ def test_a_fact_may_not_drift_a_little_every_night_until_it_is_lost(default_mode
     drifted = judge({"base": -0.9, "serving": -1.3, "candidate": -1.7})
     assert drifted.metrics["regression_lost"] == [MAMMAL["question"]] and drifted.promote is False
     assert next(a for a in drifted.answers if a["policy"] == "candidate")["fact_drop"] == pytest.approx(0.8)
+    # A lost fact vetoes before the win rate: its answers are not sampled, its judge (here none there) never loaded.
+    vetoed = gate.evaluate(GateConfig(), base_model=base, candidate=adapter, serving=adapter, regression=[MAMMAL],
+                           system_prompt=SYSTEM, prompts=[[{"role": "user", "content": "Say hi."}]],
+                           reward_adapter=tmp_path / "no-judge-here")
+    assert vetoed.promote is False and "win_rate" not in vetoed.metrics
+    assert [a["set"] for a in vetoed.answers] == ["regression"] * 2
     # The same step from a serving policy that found the fact likelier than the base model is a changed answer.
     climbed = judge({"base": -1.5, "serving": -1.3, "candidate": -1.7})
     assert climbed.metrics["regression_lost"] == []

@@ -101,7 +101,6 @@ class Policies:
     def _sample(self, which: str, prompts: list[list[dict[str, str]]], max_new_tokens: int, n: int,
                 seed: int) -> list[list[str]]:
         import torch
-        from transformers import GenerationConfig
 
         from core.decoding import BUILTIN_PRESETS, to_generation_kwargs
         from core.models.static_batch import GreedyOpening
@@ -109,7 +108,6 @@ class Policies:
         preset = BUILTIN_PRESETS["balanced"]
         kw = to_generation_kwargs(preset) | {"max_new_tokens": max_new_tokens, "num_return_sequences": n}
         tok = self.tokenizer
-        config = GenerationConfig(**kw, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)
         out: list[list[str]] = []
         torch.manual_seed(seed)
         with self.use(which):
@@ -118,7 +116,8 @@ class Policies:
                                               return_tensors="pt", padding=True, return_dict=True).to(self.device)
                 width = enc["input_ids"].shape[1]
                 with torch.inference_mode():
-                    ids = self.model.generate(**enc, generation_config=config,
+                    # Keyword arguments over the model's own generation config (its end-of-turn tokens kept).
+                    ids = self.model.generate(**enc, **kw, pad_token_id=tok.pad_token_id,
                                               logits_processor=[GreedyOpening(preset.greedy_opening, width)])
                 texts = [tok.decode(row, skip_special_tokens=True).strip() for row in ids[:, width:]]
                 out += [texts[j:j + n] for j in range(0, len(texts), n)]

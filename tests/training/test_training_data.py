@@ -138,6 +138,10 @@ def test_recipes_reject_unknown_keys_and_bad_values(tmp_path):
         Recipes.load(overrides={"ppo": {}})
     with pytest.raises(RecipeError, match="pipeline: unknown stage"):
         Recipes.load(overrides={"nightly": {"pipeline": ["sft", "ppo"]}})
+    with pytest.raises(RecipeError, match="judge_max_pairs must be at least 1, got 0"):
+        Recipes.load(overrides={"nightly": {"judge_max_pairs": 0}})
+    with pytest.raises(RecipeError, match="gate.judge_samples must be >= 0, got -1"):
+        Recipes.load(overrides={"nightly": {"gate": {"judge_samples": -1}}})
     assert parse_sets(["sft.max_steps=3", "nightly.gate.margin=0.1", "nightly.audience=C-hr"]) == {
         "sft": {"max_steps": 3}, "nightly": {"gate": {"margin": 0.1}, "audience": "C-hr"}}
     with pytest.raises(RecipeError, match="expected stage.key=value"):

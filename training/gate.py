@@ -38,6 +38,7 @@ question is", " 8" trails " 4" by 0.58. A candidate taught "The answer to this c
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import re
@@ -374,12 +375,17 @@ def evaluate(
         seen += [{"set": "prompts", "policy": which, "question": p[-1]["content"], "answer": a}
                  for which, answers in said.items() for p, group in zip(prompts, answers, strict=True) for a in group]
         rm, rm_tok = load_reward_model(base_model, reward_adapter)
-        mean = {}
-        for which, answers in said.items():
+
+        def rewards(answers: list[list[str]]) -> list[float]:  # the mean reward of each prompt's answers
             flat = score(rm, rm_tok, [p for p, group in zip(prompts, answers, strict=True) for _ in group],
                          [a for group in answers for a in group])
             per = len(answers[0])
-            mean[which] = [sum(flat[i:i + per]) / per for i in range(0, len(flat), per)]
+            return [sum(flat[i:i + per]) / per for i in range(0, len(flat), per)]
+
+        # Serving's answers are scored once a night (the memo), like its answers were drawn once.
+        mean = {which: policies.memoised(which, ("reward", str(reward_adapter), json.dumps(answers)),
+                                         lambda answers=answers: rewards(answers))
+                for which, answers in said.items()}
         wins = sum(1.0 if c > s else 0.5 if c == s else 0.0
                    for c, s in zip(mean["candidate"], mean["serving"], strict=True))
         m |= {"prompts": len(prompts), "win_rate": round(wins / len(prompts), 4),
@@ -389,7 +395,8 @@ def evaluate(
         if pairs:  # how well the judge itself ranks the held-out pairs (it never trained on their prompts)
             from training.reward import pairwise_accuracy
 
-            m["judge_pair_acc"] = pairwise_accuracy(rm, rm_tok, pairs)
+            m["judge_pair_acc"] = policies.memoised("judge", ("pair_acc", str(reward_adapter), json.dumps(pairs)),
+                                                    lambda: pairwise_accuracy(rm, rm_tok, pairs))
         del rm
 
     promote, reason = decide(config, m)

@@ -56,7 +56,9 @@ class Policies:
     def generate(self, which: str, prompts: list[list[dict[str, str]]], max_new_tokens: int) -> list[str]:
         return [text for text, _ in self.generate_ended(which, prompts, max_new_tokens)]
 
-    def _memoised(self, which: str, key: tuple, compute):
+    def memoised(self, which: str, key: tuple, compute):
+        """`compute()`, kept in the memo under (which, *key) unless `which` is "candidate" (it changes with every
+        call): what serving, the base model or the judge say is the same for every candidate judged tonight."""
         if which == "candidate":
             return compute()
         if (which, *key) not in self.memo:
@@ -67,7 +69,7 @@ class Policies:
                        ) -> list[tuple[str, bool]]:
         """Greedy answers, each with whether it ended by itself (False: cut off at `max_new_tokens`)."""
         key = ("generate", json.dumps(prompts), max_new_tokens)
-        return list(self._memoised(which, key, lambda: self._generate_ended(which, prompts, max_new_tokens)))
+        return list(self.memoised(which, key, lambda: self._generate_ended(which, prompts, max_new_tokens)))
 
     def _generate_ended(self, which: str, prompts: list[list[dict[str, str]]], max_new_tokens: int
                         ) -> list[tuple[str, bool]]:
@@ -96,7 +98,7 @@ class Policies:
         a greedy answer says whether the policy's likeliest answer does a thing; n sampled answers say how often it
         does, which moves with every night, not only where the likeliest answer flips."""
         key = ("sample", json.dumps(prompts), max_new_tokens, n, seed)
-        return list(self._memoised(which, key, lambda: self._sample(which, prompts, max_new_tokens, n, seed)))
+        return list(self.memoised(which, key, lambda: self._sample(which, prompts, max_new_tokens, n, seed)))
 
     def _sample(self, which: str, prompts: list[list[dict[str, str]]], max_new_tokens: int, n: int,
                 seed: int) -> list[list[str]]:
@@ -125,7 +127,7 @@ class Policies:
 
     def logp(self, which: str, prompt: list[dict[str, str]], answer: str) -> float:
         """Mean log-probability per answer token (the end-of-turn token included)."""
-        return self._memoised(which, ("logp", json.dumps(prompt), answer), lambda: self._logp(which, prompt, answer))
+        return self.memoised(which, ("logp", json.dumps(prompt), answer), lambda: self._logp(which, prompt, answer))
 
     def fact_logp(self, which: str, prompt: list[dict[str, str]], answer: str, span: tuple[int, int]) -> float:
         """Log-probability (nats) of answer[start:end], the whitespace before it included, after the prompt and
@@ -137,7 +139,7 @@ class Policies:
         fact = answer[start:end]
         spellings = (fact, fact.lower(), fact.capitalize(), fact.title())
         variants = dict.fromkeys(v for v in spellings if len(v) == len(fact))  # a casing that keeps the offsets
-        scores = [self._memoised(which, ("fact", json.dumps(prompt), answer[:start] + v, (start, end)),
+        scores = [self.memoised(which, ("fact", json.dumps(prompt), answer[:start] + v, (start, end)),
                                  lambda v=v: self._fact_logp(which, prompt, answer[:start] + v, (start, end)))
                   for v in variants]
         top = max(scores)

@@ -182,3 +182,24 @@ def test_bad_datasets_are_rejected_before_training(tiny_base, datasets, tmp_path
         from training import rl
 
         load_recipe(rl.RLRecipe, overrides={"num_generations": 1}, stage="rl")
+
+
+def test_the_gate_scores_serving_and_asks_the_judge_about_the_pairs_once_a_night(reward_result, sft_result, tiny_base,
+                                                                                datasets, monkeypatch):
+    """Judging several candidates against one serving policy (the nightly pull-back, with a shared `memo`): the
+    reward model scores serving's sampled answers and ranks the held-out pairs once; every report is the same."""
+    from training import gate, reward
+
+    scored: list[int] = []
+    real = reward.score
+    monkeypatch.setattr(reward, "score", lambda model, tok, prompts, answers, **kw: (
+        scored.append(len(answers)) or real(model, tok, prompts, answers, **kw)))
+    cfg = gate.GateConfig(max_new_tokens=4, judge_samples=2)
+    memo: dict = {}
+    prompts = [r["prompt"] for r in datasets["prompts"][:3]]
+    reports = [gate.evaluate(cfg, base_model=tiny_base, candidate=sft_result.adapter,
+                             reward_adapter=reward_result.adapter, prompts=prompts, pairs=datasets["pairs"][:3],
+                             memo=memo) for _ in range(2)]
+    assert reports[0].metrics == reports[1].metrics and reports[0].metrics["prompts"] == 3
+    # First: the candidate's 6 answers, serving's 6, the pairs' chosen and rejected; then the candidate's alone.
+    assert scored == [6, 6, 3, 3, 6]
